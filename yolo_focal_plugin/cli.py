@@ -1,0 +1,77 @@
+"""``yolo-focal``: yolov5's own commands with the plugin active, plus the plugin's tools.
+
+``yolo-focal train|val|detect|export|segment|classify|benchmarks ...`` hand the arguments to
+yolov5's CLI unchanged (same flags, defaults and outputs as ``yolov5 ...``). The plugin's own
+commands are listed in :data:`COMMANDS`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Dict, List, Optional, Tuple
+
+from . import __version__
+
+YOLOV5_COMMANDS = ("train", "val", "detect", "export", "segment", "classify", "benchmarks")
+
+# name -> (module, help); each module has add_arguments(parser) and run_from_args(args) -> int
+COMMANDS: Dict[str, Tuple[str, str]] = {
+    "demo": ("yolo_focal_plugin.demo", "generate an imbalanced dataset, train BCE vs focal, print a table and plot"),
+    "synth": ("yolo_focal_plugin.synth", "generate a class-imbalanced synthetic detection dataset"),
+}
+
+
+def _run_yolov5(argv: List[str]) -> int:
+    from .hyp import HypError
+    from .integration import install
+
+    install()
+    import yolov5.cli
+
+    sys.argv = ["yolov5", *argv]
+    try:
+        yolov5.cli.app()
+    except HypError as exc:
+        print(f"yolo-focal: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="yolo-focal",
+        description=__doc__.split("\n\n")[0],
+        epilog=f"yolov5 commands passed through unchanged: {', '.join(YOLOV5_COMMANDS)}",
+    )
+    parser.add_argument("--version", action="version", version=f"yolo-focal-plugin {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run_from_args)
+    for name in YOLOV5_COMMANDS:
+        sub.add_parser(name, help=f"yolov5 {name} with the plugin active (all yolov5 flags)", add_help=False)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in YOLOV5_COMMANDS:
+        return _run_yolov5(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Optional[Callable[[argparse.Namespace], int]] = getattr(args, "_run", None)
+    if run is None:
+        parser.print_help()
+        return 1
+    try:
+        return int(run(args) or 0)
+    except ValueError as exc:  # HypError and bad settings: a clear message, no traceback
+        print(f"yolo-focal {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

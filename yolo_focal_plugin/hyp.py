@@ -1,0 +1,240 @@
+"""The ``fl_*`` hyperparameter keys: defaults, validation and bundled hyp files.
+
+Pure Python (no torch, no yolov5). Every key is checked before training starts, and a bad key or
+value raises :class:`HypError` naming the key, the value and what is allowed.
+
+==================== ============================================ ==========
+key                  values                                       default
+==================== ============================================ ==========
+``fl_gamma``         float >= 0                                   0.0
+``fl_alpha``         float in [0, 1], list of nc floats, ``auto``, 0.25 (the
+                     ``-1`` or ``null`` (disabled)                 loss's own)
+``fl_loss``          ``focal``, ``varifocal``, ``qfocal``, ``bce`` ``focal``
+                     or any registered loss name
+``fl_apply``         ``cls``, ``obj``, ``both``                   ``both``
+``fl_norm``          ``mean``, ``positives``                      ``mean``
+``fl_gamma_warmup``  epochs >= 0                                  0
+``fl_assigner``      ``yolov5``, ``retina``                       ``yolov5``
+==================== ============================================ ==========
+
+Compatibility rule: a hyp with none of these keys, or with ``fl_gamma: 0`` and no other key
+that changes the loss, is *stock*: the plugin leaves YOLOv5's criteria untouched.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+
+__all__ = [
+    "HypError",
+    "FocalHyp",
+    "FL_KEYS",
+    "parse_focal_hyp",
+    "bundled_hyp_dir",
+    "bundled_hyps",
+    "resolve_hyp_path",
+]
+
+FL_KEYS = (
+    "fl_gamma",
+    "fl_alpha",
+    "fl_loss",
+    "fl_apply",
+    "fl_norm",
+    "fl_gamma_warmup",
+    "fl_assigner",
+)
+APPLY_CHOICES = ("cls", "obj", "both")
+NORM_CHOICES = ("mean", "positives")
+ASSIGNER_CHOICES = ("yolov5", "retina")
+BUILTIN_LOSSES = ("focal", "varifocal", "qfocal", "bce")
+
+AlphaSpec = Union[float, Tuple[float, ...], str, None]
+
+
+class HypError(ValueError):
+    """A ``fl_*`` hyperparameter has a wrong name, type or value."""
+
+
+@dataclass(frozen=True)
+class FocalHyp:
+    """The validated focal-loss settings of one hyp.
+
+    ``alpha`` is ``None`` when disabled, ``"auto"``, a float, or a tuple of per-class floats.
+    ``alpha_given`` is False when the hyp has no ``fl_alpha``: the wrapper then uses its own
+    default (0.25 for focal/qfocal, 0.75 for varifocal, whose alpha weighs negatives).
+    """
+
+    gamma: float = 0.0
+    alpha: AlphaSpec = 0.25
+    alpha_given: bool = False
+    loss: str = "focal"
+    loss_given: bool = False
+    apply: str = "both"
+    norm: str = "mean"
+    gamma_warmup: float = 0.0
+    assigner: str = "yolov5"
+    present_keys: Tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def is_stock(self) -> bool:
+        """True when YOLOv5's own criteria must be kept, bit for bit."""
+        return (
+            self.gamma == 0.0
+            and not self.loss_given
+            and self.norm == "mean"
+            and self.assigner == "yolov5"
+        )
+
+    @property
+    def wraps_cls(self) -> bool:
+        return self.apply in ("cls", "both")
+
+    @property
+    def wraps_obj(self) -> bool:
+        return self.apply in ("obj", "both")
+
+    def describe(self) -> str:
+        """One line for the run log."""
+        if self.is_stock:
+            return "stock YOLOv5 criteria (no fl_* setting changes the loss)"
+        alpha = "loss default" if not self.alpha_given else ("disabled" if self.alpha is None else self.alpha)
+        return (
+            f"fl_loss={self.loss} fl_gamma={self.gamma:g} fl_alpha={alpha} fl_apply={self.apply} "
+            f"fl_norm={self.norm} fl_gamma_warmup={self.gamma_warmup:g} fl_assigner={self.assigner}"
+        )
+
+
+def _fail(key: str, value: Any, allowed: str) -> HypError:
+    return HypError(f"hyp key '{key}' has invalid value {value!r}: {allowed}")
+
+
+def _as_float(key: str, value: Any, allowed: str) -> float:
+    # bool is an int subclass; `fl_gamma: yes` must not silently become 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(key, value, allowed)
+    value = float(value)
+    if not math.isfinite(value):
+        raise _fail(key, value, allowed)
+    return value
+
+
+def _parse_alpha(value: Any, nc: Optional[int]) -> AlphaSpec:
+    allowed = "expected a float in [0, 1], a list of one float in [0, 1] per class, 'auto', or -1/null to disable"
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            return "auto"
+        raise _fail("fl_alpha", value, allowed)
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise _fail("fl_alpha", value, allowed)
+        alphas = tuple(_as_float("fl_alpha", v, allowed) for v in value)
+        if any(not 0.0 <= a <= 1.0 for a in alphas):
+            raise _fail("fl_alpha", value, allowed)
+        if nc is not None and len(alphas) != nc:
+            raise HypError(
+                f"hyp key 'fl_alpha' has {len(alphas)} per-class values but the dataset has nc={nc} classes"
+            )
+        return alphas
+    alpha = _as_float("fl_alpha", value, allowed)
+    if alpha == -1.0:
+        return None
+    if not 0.0 <= alpha <= 1.0:
+        raise _fail("fl_alpha", value, allowed)
+    return alpha
+
+
+def parse_focal_hyp(
+    hyp: Mapping[str, Any],
+    nc: Optional[int] = None,
+    known_losses: Optional[Sequence[str]] = None,
+) -> FocalHyp:
+    """Validate the ``fl_*`` keys of ``hyp`` and return them as a :class:`FocalHyp`.
+
+    ``nc`` (number of classes), when known, checks the length of a per-class ``fl_alpha``.
+    ``known_losses`` defaults to the loss registry's names plus ``bce``.
+    Raises :class:`HypError` for unknown ``fl_*`` keys (typos) and invalid values.
+    """
+    if not isinstance(hyp, Mapping):
+        raise HypError(f"hyp must be a mapping of keys to values, got {type(hyp).__name__}")
+    unknown = sorted(k for k in hyp if isinstance(k, str) and k.startswith("fl_") and k not in FL_KEYS)
+    if unknown:
+        raise HypError(
+            f"unknown hyp key(s) {', '.join(repr(k) for k in unknown)}: the fl_* keys are {', '.join(FL_KEYS)}"
+        )
+
+    gamma = _as_float("fl_gamma", hyp.get("fl_gamma", 0.0), "expected a finite float >= 0")
+    if gamma < 0:
+        raise _fail("fl_gamma", hyp["fl_gamma"], "expected a finite float >= 0")
+
+    if known_losses is None:
+        from .registry import available_losses
+
+        known_losses = tuple(available_losses()) + ("bce",)
+    loss = hyp.get("fl_loss", "focal")
+    if not isinstance(loss, str) or loss not in known_losses:
+        raise _fail("fl_loss", loss, f"expected one of {', '.join(sorted(set(known_losses)))}")
+
+    def choice(key: str, default: str, choices: Sequence[str]) -> str:
+        value = hyp.get(key, default)
+        if not isinstance(value, str) or value not in choices:
+            raise _fail(key, value, f"expected one of {', '.join(choices)}")
+        return value
+
+    apply = choice("fl_apply", "both", APPLY_CHOICES)
+    norm = choice("fl_norm", "mean", NORM_CHOICES)
+    assigner = choice("fl_assigner", "yolov5", ASSIGNER_CHOICES)
+
+    warmup = _as_float("fl_gamma_warmup", hyp.get("fl_gamma_warmup", 0), "expected a number of epochs >= 0")
+    if warmup < 0:
+        raise _fail("fl_gamma_warmup", hyp["fl_gamma_warmup"], "expected a number of epochs >= 0")
+
+    alpha_given = "fl_alpha" in hyp
+    alpha = _parse_alpha(hyp["fl_alpha"], nc) if alpha_given else 0.25
+
+    return FocalHyp(
+        gamma=gamma,
+        alpha=alpha,
+        alpha_given=alpha_given,
+        loss=loss,
+        loss_given="fl_loss" in hyp,
+        apply=apply,
+        norm=norm,
+        gamma_warmup=warmup,
+        assigner=assigner,
+        present_keys=tuple(k for k in FL_KEYS if k in hyp),
+    )
+
+
+def bundled_hyp_dir() -> Path:
+    """Directory of the hyp files shipped with the plugin (wheel copy first, then a source checkout)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "hyps", here.parent / "hyps"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"no bundled hyps directory next to {here}")
+
+
+def bundled_hyps() -> list:
+    """Names of the shipped hyp files, e.g. ``['hyp.focal.yaml', ...]``."""
+    return sorted(p.name for p in bundled_hyp_dir().glob("hyp.*.yaml"))
+
+
+def resolve_hyp_path(name: Union[str, Path]) -> Optional[Path]:
+    """Path of a bundled hyp given by bare name (``hyp.focal.yaml`` or ``hyp.focal``), else None."""
+    name = str(name)
+    if not name or "/" in name or "\\" in name:
+        return None
+    try:
+        directory = bundled_hyp_dir()
+    except FileNotFoundError:
+        return None
+    for candidate in (name, f"{name}.yaml"):
+        path = directory / candidate
+        if path.is_file():
+            return path
+    return None

@@ -1,0 +1,177 @@
+"""Build YOLOv5's cls/obj criteria from the ``fl_*`` hyp keys. Pure torch (no yolov5 import).
+
+YOLOv5 calls its criteria as ``BCEcls(pcls, t)`` (rows = positive anchors, columns = classes,
+``t`` the label-smoothed one-hot) and ``BCEobj(pi[..., 4], tobj)`` (every grid cell of a level,
+``tobj`` the detached IoU at positive cells, 0 elsewhere). Everything here keeps that call shape.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..hyp import FocalHyp, HypError
+from ..registry import get_loss
+
+__all__ = ["EpochClock", "PositivesNormalized", "GammaWarmup", "Criteria", "build_criteria", "auto_alpha"]
+
+
+@dataclass
+class EpochClock:
+    """The current (0-based) training epoch, advanced by a yolov5 ``on_train_epoch_end`` callback."""
+
+    epoch: int = 0
+
+
+class PositivesNormalized(nn.Module):
+    """RetinaNet normalisation: ``sum(loss) / max(1, number of positives)``.
+
+    ``branch='obj'`` counts target cells > 0 (YOLOv5's objectness target is the IoU at positive
+    cells); ``branch='cls'`` counts rows, since YOLOv5 only computes the class loss on positives.
+    """
+
+    def __init__(self, criterion: nn.Module, branch: str) -> None:
+        super().__init__()
+        if branch not in ("obj", "cls"):
+            raise ValueError(f"branch must be 'obj' or 'cls', got {branch!r}")
+        self.criterion = criterion
+        self.branch = branch
+        criterion.reduction = "sum"
+
+    def forward(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        loss = self.criterion(pred, true)
+        count = (true > 0).sum() if self.branch == "obj" else torch.tensor(true.shape[0] if true.dim() > 1 else true.numel())
+        return loss / count.clamp(min=1).to(loss.dtype)
+
+    def extra_repr(self) -> str:
+        return f"branch={self.branch!r}, normaliser='max(1, #positives)'"
+
+
+class GammaWarmup(nn.Module):
+    """Ramps ``criterion.gamma`` linearly from 0 to ``gamma`` over ``warmup`` epochs ("soft gamma").
+
+    gamma(epoch) = gamma * min(1, (epoch + 1) / warmup); epoch 0 already trains with a small gamma.
+    """
+
+    def __init__(self, criterion: nn.Module, gamma: float, warmup: float, clock: EpochClock) -> None:
+        super().__init__()
+        self.criterion = criterion
+        self.target_gamma = float(gamma)
+        self.warmup = float(warmup)
+        self.clock = clock
+
+    def current_gamma(self) -> float:
+        return self.target_gamma * min(1.0, (self.clock.epoch + 1) / self.warmup)
+
+    def forward(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        _innermost(self.criterion).gamma = self.current_gamma()
+        return self.criterion(pred, true)
+
+    def extra_repr(self) -> str:
+        return f"gamma 0 -> {self.target_gamma:g} over {self.warmup:g} epochs"
+
+
+def _innermost(criterion: nn.Module) -> nn.Module:
+    while isinstance(criterion, PositivesNormalized):
+        criterion = criterion.criterion
+    return criterion
+
+
+def auto_alpha(class_weights: Optional[torch.Tensor], nc: int) -> Optional[torch.Tensor]:
+    """Per-class alpha from label frequencies: ``alpha_c = clip(1 - f_c, 0.05, 0.95)``.
+
+    ``f_c`` is class c's share of all labels. In the class branch, column c has positives at a
+    rate f_c and negatives at 1 - f_c, so ``alpha_c = 1 - f_c`` makes positives and negatives of
+    every class carry equal total weight (before focal modulation). ``class_weights`` is what
+    ``yolov5.train`` attaches to the model: ``nc * (1/n_c) / sum_k (1/n_k)``.
+    """
+    if class_weights is None or class_weights.numel() != nc:
+        return None
+    inverse = 1.0 / class_weights.double().clamp(min=1e-12)  # proportional to n_c
+    freq = inverse / inverse.sum()
+    return (1.0 - freq).clamp(0.05, 0.95).float()
+
+
+@dataclass
+class Criteria:
+    cls: nn.Module
+    obj: nn.Module
+    lines: List[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return "; ".join(self.lines)
+
+
+def _alpha_kwargs(cfg: FocalHyp, branch: str, nc: int, class_weights: Optional[torch.Tensor], device: Any) -> dict:
+    if not cfg.alpha_given:
+        return {}
+    alpha = cfg.alpha
+    if alpha is None:
+        return {"alpha": None}
+    if isinstance(alpha, float):
+        return {"alpha": alpha}
+    # per-class alpha has no meaning for the single objectness channel: that branch keeps the loss default
+    if branch == "obj":
+        return {}
+    if alpha == "auto":
+        if cfg.loss == "varifocal":
+            raise HypError("hyp key 'fl_alpha' has invalid value 'auto' with fl_loss: varifocal (its alpha weighs negatives); use a float")
+        derived = auto_alpha(class_weights, nc)
+        if derived is None:
+            return {}
+        return {"alpha": derived.to(device)}
+    values: Sequence[float] = alpha  # type: ignore[assignment]
+    if len(values) != nc:
+        raise HypError(f"hyp key 'fl_alpha' has {len(values)} per-class values but the model has nc={nc} classes")
+    return {"alpha": torch.tensor(values, dtype=torch.float32, device=device)}
+
+
+def _branch(
+    name: str,
+    bce: nn.BCEWithLogitsLoss,
+    cfg: FocalHyp,
+    nc: int,
+    class_weights: Optional[torch.Tensor],
+    device: Any,
+    clock: EpochClock,
+) -> nn.Module:
+    wrapped = cfg.wraps_cls if name == "cls" else cfg.wraps_obj
+    if not wrapped:
+        return bce
+    if cfg.loss == "bce":
+        criterion: nn.Module = bce
+    else:
+        criterion = get_loss(cfg.loss)(bce, gamma=cfg.gamma, **_alpha_kwargs(cfg, name, nc, class_weights, device))
+    if cfg.norm == "positives":
+        criterion = PositivesNormalized(criterion, name)
+    if cfg.gamma_warmup > 0 and cfg.loss != "bce":
+        criterion = GammaWarmup(criterion, cfg.gamma, cfg.gamma_warmup, clock)
+    return criterion
+
+
+def build_criteria(
+    cfg: FocalHyp,
+    cls_pw: float,
+    obj_pw: float,
+    nc: int,
+    device: Any,
+    class_weights: Optional[torch.Tensor] = None,
+    clock: Optional[EpochClock] = None,
+) -> Criteria:
+    """The cls and obj criteria for ``cfg``; fresh ``BCEWithLogitsLoss(pos_weight=...)`` as YOLOv5 builds them."""
+    clock = clock or EpochClock()
+    bce_cls = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([cls_pw], device=device))
+    bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([obj_pw], device=device))
+    cls = _branch("cls", bce_cls, cfg, nc, class_weights, device, clock)
+    obj = _branch("obj", bce_obj, cfg, nc, class_weights, device, clock)
+    lines = [f"cls: {_one_line(cls)}", f"obj: {_one_line(obj)}"]
+    if nc == 1:
+        lines.append("(single class: YOLOv5 computes no class loss)")
+    return Criteria(cls=cls, obj=obj, lines=lines)
+
+
+def _one_line(module: nn.Module) -> str:
+    text = repr(module)
+    return " ".join(part.strip() for part in text.splitlines())

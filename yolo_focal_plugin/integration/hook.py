@@ -1,0 +1,94 @@
+"""Import hook: patch each yolov5 module right after it executes, and only that module.
+
+Registered from the ``.pth`` start-up file, so it reaches every process that imports yolov5:
+``yolov5 train``, ``python -m yolov5.train``, DDP ranks started by ``torch.distributed.run``,
+``yolov5 val`` and sweep subprocesses. Importing this module is cheap (stdlib only); the patch
+code is imported the first time a yolov5 module loads.
+
+A hook must never import another yolov5 module: yolov5's circular star-imports break when a
+module is imported from inside another one's post-load hook (seen with ``yolov5.models.yolo``).
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import sys
+import threading
+from typing import Any, Optional
+
+# Modules whose import triggers a patch; the functions live in ``yolov5_hooks`` (imported lazily).
+WATCHED = (
+    "yolov5",
+    "yolov5.utils.general",
+    "yolov5.utils.downloads",
+    "yolov5.utils.metrics",
+    "yolov5.utils.plots",
+    "yolov5.utils.loss",
+    "yolov5.utils.segment.loss",
+    "yolov5.models.yolo",
+    "yolov5.train",
+    "yolov5.segment.train",
+)
+
+_lock = threading.RLock()
+
+
+class _PostImportLoader(importlib.abc.Loader):
+    """Delegates to the real loader, then runs the plugin's hook for the module."""
+
+    def __init__(self, loader: importlib.abc.Loader, fullname: str) -> None:
+        self._loader = loader
+        self._fullname = fullname
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        from . import yolov5_hooks
+
+        yolov5_hooks.before_exec(self._fullname, module)
+        self._loader.exec_module(module)
+        yolov5_hooks.after_exec(self._fullname, module)
+
+    def __getattr__(self, name: str) -> Any:
+        # get_source, get_filename, is_package ... keep inspect and linecache working
+        return getattr(self._loader, name)
+
+
+class YoloFocalFinder(importlib.abc.MetaPathFinder):
+    """Finds watched modules through the other finders and wraps their loaders."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Optional[importlib.machinery.ModuleSpec]:
+        if fullname not in WATCHED:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or isinstance(finder, YoloFocalFinder):
+                continue
+            find = getattr(finder, "find_spec", None)
+            if find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is not None and not isinstance(spec.loader, _PostImportLoader):
+            spec.loader = _PostImportLoader(spec.loader, fullname)
+        return spec
+
+
+def registered() -> bool:
+    return any(isinstance(f, YoloFocalFinder) for f in sys.meta_path)
+
+
+def register() -> None:
+    """Put the finder first on ``sys.meta_path`` (idempotent)."""
+    with _lock:
+        if not registered():
+            sys.meta_path.insert(0, YoloFocalFinder())
+
+
+def unregister() -> None:
+    with _lock:
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, YoloFocalFinder)]
+

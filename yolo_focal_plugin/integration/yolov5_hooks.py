@@ -1,0 +1,253 @@
+"""What happens to each yolov5 module as it is imported (see ``hook.py``), and the version guard.
+
+The only place, together with the modules it calls, where the plugin touches yolov5. Each
+function patches just the module it is given: importing another yolov5 module from here breaks
+yolov5's circular star-imports.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Set
+
+from ..hyp import FocalHyp, HypError, parse_focal_hyp
+from . import compat
+from .patching import LEDGER
+
+SUPPORTED_YOLOV5_VERSIONS = ("7.0.14",)
+FORCE_ENV = "YOLO_FOCAL_FORCE"
+LOGGER = logging.getLogger("yolov5")  # yolov5's own logger: our lines land in the same run log
+SETUP_FILE = "focal_setup.yaml"
+
+
+class UnsupportedYolov5Version(RuntimeError):
+    """The imported yolov5 is not a version the patches were verified against."""
+
+
+@dataclass
+class PluginState:
+    enabled: Optional[bool] = None  # None until the yolov5 version has been checked
+    version: Optional[str] = None
+    applied: Set[str] = field(default_factory=set)
+    save_dir: Optional[Path] = None
+    evolve: bool = False
+    clock: Any = None
+    announced: bool = False
+
+
+STATE = PluginState()
+
+
+def _truthy(value: Optional[str]) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def read_yolov5_version(package_init: Optional[str]) -> Optional[str]:
+    """``__version__`` from yolov5's ``__init__.py`` text, without importing it."""
+    if not package_init or not os.path.isfile(package_init):
+        return None
+    with open(package_init, encoding="utf-8", errors="ignore") as f:
+        match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", f.read(), re.M)
+    return match.group(1) if match else None
+
+
+def check_version(version: Optional[str], force: bool = False) -> bool:
+    """True if the plugin may patch this yolov5. Unsupported: raise, unless forced (then warn)."""
+    if version in SUPPORTED_YOLOV5_VERSIONS:
+        return True
+    message = (
+        f"yolo-focal-plugin was verified against yolov5 {', '.join(SUPPORTED_YOLOV5_VERSIONS)} "
+        f"but found yolov5 {version or 'of unknown version'}; its ComputeLoss and train() may differ. "
+        f"Install yolov5==7.0.14, or set {FORCE_ENV}=1 to patch anyway at your own risk."
+    )
+    if force or _truthy(os.environ.get(FORCE_ENV)):
+        print(f"WARNING: {message} ({FORCE_ENV} is set: patching anyway)", file=sys.stderr)
+        return True
+    raise UnsupportedYolov5Version(message)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def before_exec(fullname: str, module: types.ModuleType) -> None:
+    if fullname != "yolov5" or STATE.enabled is not None:
+        return
+    STATE.version = read_yolov5_version(getattr(module, "__file__", None))
+    try:
+        STATE.enabled = check_version(STATE.version)
+    except UnsupportedYolov5Version as exc:
+        # From the start-up hook we must not break yolov5 itself: stand aside, loudly.
+        print(f"yolo-focal-plugin: NOT patching yolov5: {exc}", file=sys.stderr)
+        STATE.enabled = False
+        return
+    compat.set_offline_environment()
+
+
+def after_exec(fullname: str, module: types.ModuleType) -> None:
+    if not STATE.enabled or fullname in STATE.applied:
+        return
+    action = AFTER_EXEC.get(fullname)
+    if action is None:
+        return
+    STATE.applied.add(fullname)
+    action(module)
+
+
+# --------------------------------------------------------------------------- ComputeLoss
+
+
+def _log_setup(cfg: FocalHyp, description: str, nc: int) -> None:
+    shims = "; ".join(compat.APPLIED) or "none needed"
+    LOGGER.info(f"yolo-focal-plugin: {cfg.describe()} | {description}")
+    if not STATE.announced:
+        LOGGER.info(f"yolo-focal-plugin: compatibility shims: {shims}")
+        STATE.announced = True
+    if STATE.save_dir is not None and not STATE.evolve:
+        import yaml
+
+        record = {
+            "plugin": "yolo-focal-plugin",
+            "yolov5_version": STATE.version,
+            "stock": cfg.is_stock,
+            "setting": cfg.describe(),
+            "criteria": description,
+            "nc": nc,
+            "shims": list(compat.APPLIED),
+        }
+        STATE.save_dir.mkdir(parents=True, exist_ok=True)
+        with open(STATE.save_dir / SETUP_FILE, "w") as f:
+            yaml.safe_dump(record, f, sort_keys=False)
+
+
+def patch_compute_loss(loss_module: types.ModuleType) -> None:
+    """Wrap ``ComputeLoss.__init__`` in place (every ``from ... import ComputeLoss`` sees it)."""
+    cls = loss_module.ComputeLoss
+    original_init = cls.__dict__["__init__"]
+
+    @functools.wraps(original_init)
+    def __init__(self: Any, model: Any, *args: Any, **kwargs: Any) -> None:
+        hyp = model.hyp
+        parse_focal_hyp(hyp)  # before the stock init: a bad key fails before any work
+        if "fl_gamma" not in hyp:  # stock raises KeyError; 0.0 is what every shipped hyp says
+            hyp["fl_gamma"] = 0.0
+        original_init(self, model, *args, **kwargs)
+        cfg = parse_focal_hyp(hyp, nc=self.nc)
+        if cfg.is_stock:
+            _log_setup(cfg, "YOLOv5 criteria kept", self.nc)
+            return
+        from .criteria import EpochClock, build_criteria
+
+        if STATE.clock is None:
+            STATE.clock = EpochClock()
+        if cfg.assigner != "yolov5":
+            raise HypError(f"hyp key 'fl_assigner' has value {cfg.assigner!r}, which this build cannot train with yet")
+        core = getattr(model, "module", model)  # DDP wraps the model; class_weights sit on the inner one
+        criteria = build_criteria(
+            cfg,
+            cls_pw=float(hyp["cls_pw"]),
+            obj_pw=float(hyp["obj_pw"]),
+            nc=self.nc,
+            device=self.device,
+            class_weights=getattr(core, "class_weights", None),
+            clock=STATE.clock,
+        )
+        self.BCEcls, self.BCEobj = criteria.cls, criteria.obj
+        self.focal_hyp = cfg
+        _log_setup(cfg, criteria.describe(), self.nc)
+
+    __init__._yolo_focal = True  # type: ignore[attr-defined]
+    LEDGER.set(cls, "__init__", __init__, f"{loss_module.__name__}.ComputeLoss.__init__")
+
+
+# --------------------------------------------------------------------------- train()
+
+
+def _dataset_nc(opt: Any) -> Optional[int]:
+    if getattr(opt, "single_cls", False):
+        return 1
+    data = getattr(opt, "data", None)
+    if not data or not os.path.isfile(str(data)):
+        return None
+    import yaml
+
+    with open(str(data), errors="ignore") as f:
+        meta = yaml.safe_load(f) or {}
+    if "nc" in meta:
+        return int(meta["nc"])
+    names = meta.get("names")
+    return len(names) if names is not None else None
+
+
+def _load_hyp(hyp: Any) -> Dict[str, Any]:
+    if isinstance(hyp, dict):
+        return hyp
+    import yaml
+
+    with open(str(hyp), errors="ignore") as f:
+        return yaml.safe_load(f) or {}
+
+
+def wrap_train(train_module: types.ModuleType, fix_map50s: bool) -> None:
+    """Validate the fl_* keys before train() makes the run directory; track epochs for warm-up."""
+    inner: Callable[..., Any] = compat.recompile_train_with_map50s(train_module) if fix_map50s else train_module.train
+    original = train_module.train
+
+    @functools.wraps(original)
+    def train(hyp: Any, opt: Any, device: Any, callbacks: Any) -> Any:
+        parse_focal_hyp(_load_hyp(hyp), nc=_dataset_nc(opt))
+        from .criteria import EpochClock
+
+        STATE.save_dir = Path(opt.save_dir) if getattr(opt, "save_dir", None) else None
+        STATE.evolve = bool(getattr(opt, "evolve", False))
+        STATE.clock = EpochClock()
+        clock = STATE.clock
+
+        def advance(*args: Any, epoch: int = 0, **kwargs: Any) -> None:
+            clock.epoch = int(epoch) + 1
+
+        callbacks.register_action("on_train_epoch_end", name="yolo_focal_epoch_clock", callback=advance)
+        return inner(hyp, opt, device, callbacks)
+
+    LEDGER.set(train_module, "train", train, f"{train_module.__name__}.train")
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _general(module: types.ModuleType) -> None:
+    compat.patch_check_font(module)
+    compat.patch_check_file(module)
+
+
+def _detect_train(module: types.ModuleType) -> None:
+    wrap_train(module, fix_map50s=True)
+
+
+def _segment_train(module: types.ModuleType) -> None:
+    compat.patch_segment_run_cli(module)
+    wrap_train(module, fix_map50s=False)
+
+
+def _models_yolo(module: types.ModuleType) -> None:
+    from .checkpoints import register_safe_globals
+
+    register_safe_globals(module)
+
+
+AFTER_EXEC: Dict[str, Callable[[types.ModuleType], None]] = {
+    "yolov5.utils.general": _general,
+    "yolov5.utils.downloads": compat.patch_hub_download,
+    "yolov5.utils.metrics": compat.patch_numpy_trapz,
+    "yolov5.utils.plots": compat.patch_pillow_getsize,
+    "yolov5.utils.loss": patch_compute_loss,
+    "yolov5.utils.segment.loss": patch_compute_loss,
+    "yolov5.models.yolo": _models_yolo,
+    "yolov5.train": _detect_train,
+    "yolov5.segment.train": _segment_train,
+}
