@@ -38,7 +38,8 @@ def _run_yolov5(argv: List[str]) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The top-level parser; only ``command``'s module is imported (each import costs seconds)."""
     parser = argparse.ArgumentParser(
         prog="yolo-focal",
         description=__doc__.split("\n\n")[0],
@@ -47,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"yolo-focal-plugin {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(command)
-        command.set_defaults(_run=module.run_from_args)
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub_parser)
+            sub_parser.set_defaults(_run=module.run_from_args)
     for name in YOLOV5_COMMANDS:
         sub.add_parser(name, help=f"yolov5 {name} with the plugin active (all yolov5 flags)", add_help=False)
     return parser
@@ -60,7 +62,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in YOLOV5_COMMANDS:
         return _run_yolov5(argv)
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     run: Optional[Callable[[argparse.Namespace], int]] = getattr(args, "_run", None)
     if run is None:

@@ -171,13 +171,14 @@ def parse_focal_hyp(
     if gamma < 0:
         raise _fail("fl_gamma", hyp["fl_gamma"], "expected a finite float >= 0")
 
-    if known_losses is None:
-        from .registry import available_losses
-
-        known_losses = tuple(available_losses()) + ("bce",)
     loss = hyp.get("fl_loss", "focal")
-    if not isinstance(loss, str) or loss not in known_losses:
-        raise _fail("fl_loss", loss, f"expected one of {', '.join(sorted(set(known_losses)))}")
+    if "fl_loss" in hyp:
+        if known_losses is None:
+            from .registry import available_losses
+
+            known_losses = tuple(available_losses()) + ("bce",)
+        if not isinstance(loss, str) or loss not in known_losses:
+            raise _fail("fl_loss", loss, f"expected one of {', '.join(sorted(set(known_losses)))}")
 
     def choice(key: str, default: str, choices: Sequence[str]) -> str:
         value = hyp.get(key, default)

@@ -8,6 +8,7 @@ default). Layout written::
 
     out/images/{train,val}/000000.png
     out/labels/{train,val}/000000.txt   # rows: cls xc yc w h, normalised to [0, 1]
+                                        # (segments=True: cls x1 y1 x2 y2 ... polygon, for segment training)
     out/data.yaml                       # path, train, val, nc, names
 """
 from __future__ import annotations
@@ -43,6 +44,7 @@ class SynthConfig:
     min_size: int = 8
     max_size: int = 28
     seed: int = 0
+    segments: bool = False
 
     def validate(self) -> None:
         checks = [
@@ -96,7 +98,10 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, box: Sequence[float], colour: T
         draw.polygon([(cx, y1), (x1, y0 + h / 4), (x0, y0 + h / 4)], fill=colour)
 
 
-def _image(rng: np.random.Generator, cfg: SynthConfig, probs: np.ndarray) -> Tuple[Image.Image, List[Tuple[int, float, float, float, float]]]:
+Label = Tuple[int, Tuple[float, ...]]
+
+
+def _image(rng: np.random.Generator, cfg: SynthConfig, probs: np.ndarray) -> Tuple[Image.Image, List[Label]]:
     s = cfg.img_size
     base = rng.integers(40, 110, size=3)
     noise = rng.normal(0, 18, size=(s, s, 3))
@@ -109,7 +114,7 @@ def _image(rng: np.random.Generator, cfg: SynthConfig, probs: np.ndarray) -> Tup
         g = int(rng.integers(60, 160))
         draw.line((int(x), int(y), int(x + rng.integers(-3, 4) * r), int(y + rng.integers(-3, 4) * r)), fill=(g, g, g), width=2)
 
-    labels: List[Tuple[int, float, float, float, float]] = []
+    labels: List[Label] = []
     placed: List[Tuple[float, float, float, float]] = []
     for _ in range(int(rng.integers(cfg.min_objects, cfg.max_objects + 1))):
         k = int(rng.choice(cfg.nc, p=probs))
@@ -126,8 +131,26 @@ def _image(rng: np.random.Generator, cfg: SynthConfig, probs: np.ndarray) -> Tup
         shape, colour = _class_style(k)
         _draw(draw, shape, box, colour)
         placed.append(box)
-        labels.append((k, (box[0] + box[2]) / 2 / s, (box[1] + box[3]) / 2 / s, w / s, h / s))
+        if cfg.segments:
+            coords = tuple(float(np.clip(v / s, 0, 1)) for point in _polygon(shape, box) for v in point)
+        else:
+            coords = ((box[0] + box[2]) / 2 / s, (box[1] + box[3]) / 2 / s, w / s, h / s)
+        labels.append((k, coords))
     return image, labels
+
+
+def _polygon(shape: str, box: Sequence[float]) -> List[Tuple[float, float]]:
+    """Outline of the drawn shape (bounding box for the composite ones), for segmentation labels."""
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    if shape == "triangle":
+        return [(cx, y0), (x1, y1), (x0, y1)]
+    if shape == "diamond":
+        return [(cx, y0), (x1, cy), (cx, y1), (x0, cy)]
+    if shape in ("ellipse", "ring"):
+        t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+        return [(cx + (x1 - x0) / 2 * np.cos(a), cy + (y1 - y0) / 2 * np.sin(a)) for a in t]
+    return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -157,8 +180,8 @@ def generate(out_dir: Path, cfg: Optional[SynthConfig] = None) -> Path:
             image, labels = _image(rng, cfg, probs)
             image.save(out_dir / "images" / split / f"{i:06d}.png")
             with open(out_dir / "labels" / split / f"{i:06d}.txt", "w") as f:
-                for k, xc, yc, w, h in labels:
-                    f.write(f"{k} {xc:.6f} {yc:.6f} {w:.6f} {h:.6f}\n")
+                for k, coords in labels:
+                    f.write(f"{k} " + " ".join(f"{v:.6f}" for v in coords) + "\n")
                     per_class[k] += 1
         counts[split] = per_class
     names = [f"{_class_style(k)[0]}{k}" for k in range(cfg.nc)]
@@ -174,7 +197,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SynthConfig()
     parser.add_argument("out", type=Path, help="output directory")
     for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            parser.add_argument(flag, action="store_true", help="write polygon (segmentation) labels")
+        else:
+            parser.add_argument(flag, type=type(value), default=value, help=f"default {value}")
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -58,10 +58,10 @@ def patch_check_font(general: types.ModuleType) -> None:
             if source.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, target)
+                _note(f"{target.name}: seeded from matplotlib's DejaVuSans.ttf instead of downloaded")
         return original(font, progress)
 
     LEDGER.set(general, "check_font", check_font, "yolov5.utils.general.check_font")
-    _note("Arial.ttf: seeded from matplotlib's DejaVuSans.ttf instead of downloaded")
 
 
 def patch_check_file(general: types.ModuleType) -> None:

@@ -13,7 +13,6 @@ import torch
 import torch.nn as nn
 
 from ..hyp import FocalHyp, HypError
-from ..registry import get_loss
 
 __all__ = ["EpochClock", "PositivesNormalized", "GammaWarmup", "Criteria", "build_criteria", "auto_alpha"]
 
@@ -143,6 +142,8 @@ def _branch(
     if cfg.loss == "bce":
         criterion: nn.Module = bce
     else:
+        from ..registry import get_loss
+
         criterion = get_loss(cfg.loss)(bce, gamma=cfg.gamma, **_alpha_kwargs(cfg, name, nc, class_weights, device))
     if cfg.norm == "positives":
         criterion = PositivesNormalized(criterion, name)
