@@ -1,0 +1,243 @@
+"""Sparse (ground truth, anchor) candidate pairs for IoU matching, under a memory budget.
+
+A dense IoU matrix costs ``M * A`` entries (1,000 GTs x 76,725 anchors = 77 M floats, plus
+torchvision's ``[M, A, 2]`` temporaries: ~2.6 GB). Almost all entries are 0 or far below any
+threshold. :class:`AnchorIndex` groups anchors by shape; a group whose centres form a full
+regular grid (every RetinaNet level/cell-anchor pair does) answers "which anchors can have
+IoU >= tau with this box" with a few arithmetic operations, from two exact bounds:
+
+* centred bound (shapes only): ``IoU <= I / (A_a + A_g - I)`` with ``I = min(w_a, w_g) * min(h_a, h_g)``;
+* centre offset bound: ``IoU >= tau`` needs ``inter >= tau * max(A_a, A_g)`` and ``inter <= ow * min(h_a, h_g)``
+  with the overlap width ``ow <= (w_a + w_g) / 2 - |dx|``, hence
+  ``|dx| <= (w_a + w_g) / 2 - tau * max(A_a, A_g) / min(h_a, h_g)`` (same for ``dy``).
+
+Both are inflated by a small slack so float rounding can only add candidates, never drop one;
+the IoU of every candidate is then computed exactly as ``torchvision.ops.box_iou`` does, so the
+result equals a dense computation bit for bit. Groups that are not a full regular grid (and all
+anchors with ``dense=True``) are compared with every GT, in chunks. No step ever materialises more
+than ``budget`` pairs at once.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Tuple
+
+import torch
+from torch import Tensor
+
+# px: centres closer than this are one grid column/row; also the slack added to search ranges.
+_POS_TOL = 1e-3
+# IoU slack on the bounds (float32 IoU error is ~1e-7).
+_IOU_SLACK = 1e-4
+_MAX_GROUPS = 4096
+
+
+def pair_iou(gt: Tensor, anc: Tensor, gt_area: Tensor, anc_area: Tensor) -> Tensor:
+    """IoU of row-aligned pairs, ``[P]``; same operations in the same order as ``box_iou(gt, anc)``."""
+    lt = torch.max(gt[:, :2], anc[:, :2])
+    rb = torch.min(gt[:, 2:], anc[:, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    union = gt_area + anc_area - inter
+    return inter / union
+
+
+def box_area(b: Tensor) -> Tensor:
+    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+
+
+def _cluster_1d(v: Tensor) -> Tuple[Tensor, Tensor]:
+    """Sorted cluster centres of the values in ``v`` (gap > _POS_TOL starts a new cluster) and
+    the cluster id of every value."""
+    sv, order = torch.sort(v)
+    new = torch.ones_like(sv, dtype=torch.bool)
+    new[1:] = (sv[1:] - sv[:-1]) > _POS_TOL
+    cid_sorted = torch.cumsum(new.long(), 0) - 1
+    centres = sv[new]  # smallest member of each cluster
+    cid = torch.empty_like(cid_sorted)
+    cid[order] = cid_sorted
+    return centres, cid
+
+
+class AnchorIndex:
+    """Anchors ``[A, 4]`` split into regular-grid shape groups and a dense remainder."""
+
+    def __init__(self, anchors: Tensor, dense: bool = False) -> None:
+        self.anchors = anchors
+        self.area = box_area(anchors)
+        self.num = anchors.shape[0]
+        a = anchors.detach().to("cpu", torch.float64)
+        w, h = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+        cx, cy = (a[:, 0] + a[:, 2]) / 2, (a[:, 1] + a[:, 3]) / 2
+        groups = []
+        dense_parts = []
+        if not dense and self.num > 0:
+            # cluster widths/heights with a tolerance: float32 corners make w vary in the last bits
+            _, kw = _cluster_1d(w)
+            _, kh = _cluster_1d(h)
+            uniq, inv = torch.unique(kw * (int(kh.max()) + 1) + kh, return_inverse=True)
+            if uniq.shape[0] > _MAX_GROUPS:
+                dense = True
+            else:
+                order = torch.argsort(inv, stable=True)
+                counts = torch.bincount(inv, minlength=uniq.shape[0]).tolist()
+                start = 0
+                for cnt in counts:
+                    idx = order[start:start + cnt]
+                    start += cnt
+                    g = self._grid_group(idx, w, h, cx, cy)
+                    if g is None:
+                        dense_parts.append(idx)
+                    else:
+                        groups.append(g)
+        if dense or self.num == 0:
+            dense_parts = [torch.arange(self.num)]
+            groups = []
+        dev = anchors.device
+        self.dense_idx = (torch.cat(dense_parts) if dense_parts else torch.zeros(0, dtype=torch.long)).to(dev)
+        self.num_groups = len(groups)
+        if groups:
+            cols = list(zip(*[(g["w"], g["h"], g["x0"], g["sx"], g["y0"], g["sy"]) for g in groups]))
+            self.g_w, self.g_h, self.g_x0, self.g_sx, self.g_y0, self.g_sy = (
+                torch.tensor(c, dtype=torch.float64, device=dev) for c in cols
+            )
+            self.g_nx = torch.tensor([g["nx"] for g in groups], dtype=torch.long, device=dev)
+            self.g_ny = torch.tensor([g["ny"] for g in groups], dtype=torch.long, device=dev)
+            sizes = self.g_nx * self.g_ny
+            self.g_off = torch.cumsum(sizes, 0) - sizes
+            self.table = torch.cat([g["table"] for g in groups]).to(dev)
+
+    @staticmethod
+    def _grid_group(idx: Tensor, w: Tensor, h: Tensor, cx: Tensor, cy: Tensor):
+        ux, col = _cluster_1d(cx[idx])
+        uy, row = _cluster_1d(cy[idx])
+        nx, ny = ux.numel(), uy.numel()
+        if nx * ny != idx.numel():
+            return None
+        sx = float((ux[-1] - ux[0]) / (nx - 1)) if nx > 1 else 1.0
+        sy = float((uy[-1] - uy[0]) / (ny - 1)) if ny > 1 else 1.0
+        if sx <= 0 or sy <= 0:
+            return None
+        if nx > 1 and (ux - (ux[0] + torch.arange(nx, dtype=ux.dtype) * sx)).abs().max() > _POS_TOL:
+            return None
+        if ny > 1 and (uy - (uy[0] + torch.arange(ny, dtype=uy.dtype) * sy)).abs().max() > _POS_TOL:
+            return None
+        table = torch.full((nx * ny,), -1, dtype=torch.long)
+        table[row * nx + col] = idx
+        if bool((table < 0).any()):  # two anchors in one cell (duplicates): not a grid
+            return None
+        return {
+            "w": float(w[idx].mean()), "h": float(h[idx].mean()),
+            "x0": float(ux[0]), "sx": sx, "nx": nx,
+            "y0": float(uy[0]), "sy": sy, "ny": ny, "table": table,
+        }
+
+    # -- candidates -----------------------------------------------------------------------
+    def _combos(self, gt: Tensor, tau: Tensor):
+        """Per (GT, grid group): search window and nearest cell. Shapes ``[m, S]``."""
+        g = gt.to(torch.float64)
+        wg, hg = (g[:, 2] - g[:, 0])[:, None], (g[:, 3] - g[:, 1])[:, None]
+        cxg, cyg = ((g[:, 0] + g[:, 2]) / 2)[:, None], ((g[:, 1] + g[:, 3]) / 2)[:, None]
+        ws, hs = self.g_w[None], self.g_h[None]
+        ag, as_ = wg * hg, ws * hs
+        iw, ih = torch.minimum(ws, wg), torch.minimum(hs, hg)
+        t = (tau.to(torch.float64)[:, None] - _IOU_SLACK).clamp(min=0)
+        ub = iw * ih / (as_ + ag - iw * ih)
+        big = torch.maximum(as_, ag)
+        rx = (ws + wg) / 2 - t * big / ih + _POS_TOL * (1 + ws + wg)
+        ry = (hs + hg) / 2 - t * big / iw + _POS_TOL * (1 + hs + hg)
+        x0, sx, y0, sy = self.g_x0[None], self.g_sx[None], self.g_y0[None], self.g_sy[None]
+        nx, ny = self.g_nx[None], self.g_ny[None]
+        nxf, nyf = nx.to(torch.float64), ny.to(torch.float64)
+        # clamp in float first: a far-away box must not overflow the long conversion
+        cx_lo = torch.minimum(torch.ceil((cxg - rx - x0) / sx).clamp(min=-1), nxf).long().clamp(min=0)
+        cx_hi = torch.minimum(torch.floor((cxg + rx - x0) / sx).clamp(min=-1), nxf).long()
+        cx_hi = torch.minimum(cx_hi, nx - 1)
+        cy_lo = torch.minimum(torch.ceil((cyg - ry - y0) / sy).clamp(min=-1), nyf).long().clamp(min=0)
+        cy_hi = torch.minimum(torch.floor((cyg + ry - y0) / sy).clamp(min=-1), nyf).long()
+        cy_hi = torch.minimum(cy_hi, ny - 1)
+        nxr = (cx_hi - cx_lo + 1).clamp(min=0)
+        nyr = (cy_hi - cy_lo + 1).clamp(min=0)
+        active = (ub >= t) & (rx > 0) & (ry > 0)
+        cnt = torch.where(active, nxr * nyr, torch.zeros_like(nxr))
+        return cnt, cx_lo, cy_lo, nxr
+
+    def lower_bound(self, gt: Tensor, gt_area: Tensor, budget: int) -> Tensor:
+        """``[m]``: IoU of each GT with the anchor nearest to its centre in every grid group, max
+        over groups; a lower bound of the GT's best IoU (0 when there are no grid groups)."""
+        m = gt.shape[0]
+        out = torch.zeros(m, dtype=gt.dtype, device=gt.device)
+        if self.num_groups == 0 or m == 0:
+            return out
+        step = max(1, budget // self.num_groups)
+        for s in range(0, m, step):
+            g = gt[s:s + step].to(torch.float64)
+            cxg = ((g[:, 0] + g[:, 2]) / 2)[:, None]
+            cyg = ((g[:, 1] + g[:, 3]) / 2)[:, None]
+            c = torch.round((cxg - self.g_x0[None]) / self.g_sx[None]).clamp(min=0)
+            c = torch.minimum(c, (self.g_nx - 1)[None].to(c.dtype)).long()
+            r = torch.round((cyg - self.g_y0[None]) / self.g_sy[None]).clamp(min=0)
+            r = torch.minimum(r, (self.g_ny - 1)[None].to(r.dtype)).long()
+            a = self.table[self.g_off[None] + r * self.g_nx[None] + c].reshape(-1)
+            gi = torch.arange(s, s + g.shape[0], device=gt.device).repeat_interleave(self.num_groups)
+            iou = pair_iou(gt[gi], self.anchors[a], gt_area[gi], self.area[a])
+            out[s:s + g.shape[0]] = iou.view(-1, self.num_groups).amax(1)
+        return out
+
+    def pairs(
+        self, gt: Tensor, tau: Tensor, budget: int, grid: bool = True, dense: bool = True
+    ) -> Iterator[Tuple[Tensor, Tensor]]:
+        """Chunks ``(gt_local [P], anchor [P])`` with ``P <= budget``, covering every pair whose IoU
+        can be ``>= tau[gt]`` (``tau <= 0``: every overlapping pair); ``grid`` / ``dense`` select
+        the two parts of the anchor set."""
+        m = gt.shape[0]
+        dev = gt.device
+        if m == 0:
+            return
+        if grid and self.num_groups:
+            step = max(1, budget // self.num_groups)
+            for s0 in range(0, m, step):
+                sl = slice(s0, min(m, s0 + step))
+                cnt, cx_lo, cy_lo, nxr = self._combos(gt[sl], tau[sl])
+                flat = cnt.reshape(-1)
+                nz = torch.nonzero(flat).squeeze(1)
+                if nz.numel() == 0:
+                    continue
+                cnt_c = flat[nz]
+                gl_c = nz // self.num_groups + s0
+                sg_c = nz % self.num_groups
+                lo_x, lo_y, nxr_c = cx_lo.reshape(-1)[nz], cy_lo.reshape(-1)[nz], nxr.reshape(-1)[nz]
+                cum = torch.cumsum(cnt_c, 0)
+                total = int(cum[-1])
+                for p0 in range(0, total, budget):
+                    p = torch.arange(p0, min(total, p0 + budget), device=dev)
+                    cid = torch.searchsorted(cum, p, right=True)
+                    local = p - (cum[cid] - cnt_c[cid])
+                    del p
+                    w = nxr_c[cid]
+                    rr = lo_y[cid] + local // w
+                    cc = lo_x[cid] + local % w
+                    del local, w
+                    sg = sg_c[cid]
+                    a = self.table[self.g_off[sg] + rr * self.g_nx[sg] + cc]
+                    yield gl_c[cid], a
+        nd = self.dense_idx.numel()
+        if dense and nd:
+            a_step = min(nd, budget)
+            rows = max(1, budget // a_step)
+            for a0 in range(0, nd, a_step):
+                aid = self.dense_idx[a0:a0 + a_step]
+                for r0 in range(0, m, rows):
+                    r1 = min(m, r0 + rows)
+                    gl = torch.arange(r0, r1, device=dev).repeat_interleave(aid.numel())
+                    yield gl, aid.repeat(r1 - r0)
+
+    def dense_max(self, gt: Tensor, gt_area: Tensor, budget: int) -> Tensor:
+        """``[m]``: exact best IoU of each GT over the dense (non-grid) anchors."""
+        out = torch.zeros(gt.shape[0], dtype=gt.dtype, device=gt.device)
+        if self.dense_idx.numel() == 0:
+            return out
+        tau = torch.zeros(gt.shape[0], dtype=gt.dtype, device=gt.device)
+        for gl, a in self.pairs(gt, tau, budget, grid=False):
+            iou = pair_iou(gt[gl], self.anchors[a], gt_area[gl], self.area[a])
+            out.scatter_reduce_(0, gl, iou, "amax")
+        return out
