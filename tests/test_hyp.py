@@ -1,0 +1,103 @@
+"""fl_* key validation: every bad value is refused with a message naming key, value and what is allowed."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from yolo_focal_plugin.hyp import FL_KEYS, HypError, bundled_hyps, parse_focal_hyp, resolve_hyp_path
+
+LOSSES = ("focal", "varifocal", "qfocal", "bce")
+
+
+def parse(**keys):
+    return parse_focal_hyp(keys, known_losses=LOSSES)
+
+
+def test_no_keys_is_stock():
+    cfg = parse()
+    assert cfg.is_stock and cfg.gamma == 0.0 and not cfg.alpha_given
+
+
+def test_gamma_zero_without_loss_is_stock_even_with_alpha():
+    assert parse(fl_gamma=0.0, fl_alpha=0.5).is_stock
+
+
+def test_only_gamma_behaves_like_stock_focal():
+    cfg = parse(fl_gamma=1.5)
+    assert not cfg.is_stock
+    assert (cfg.loss, cfg.alpha, cfg.apply, cfg.norm) == ("focal", 0.25, "both", "mean")
+
+
+def test_loss_key_alone_activates_the_plugin():
+    assert not parse(fl_loss="bce").is_stock
+    assert not parse(fl_norm="positives").is_stock
+
+
+@pytest.mark.parametrize(
+    "keys, fragment",
+    [
+        ({"fl_gamma": -0.5}, "'fl_gamma' has invalid value -0.5"),
+        ({"fl_gamma": "2"}, "'fl_gamma' has invalid value '2'"),
+        ({"fl_gamma": True}, "'fl_gamma' has invalid value True"),
+        ({"fl_gamma": float("nan")}, "'fl_gamma'"),
+        ({"fl_alpha": 1.5}, "'fl_alpha' has invalid value 1.5"),
+        ({"fl_alpha": -0.3}, "'fl_alpha' has invalid value -0.3"),
+        ({"fl_alpha": "often"}, "'fl_alpha' has invalid value 'often'"),
+        ({"fl_alpha": []}, "'fl_alpha' has invalid value []"),
+        ({"fl_alpha": [0.2, 2.0]}, "'fl_alpha'"),
+        ({"fl_loss": "focall"}, "'fl_loss' has invalid value 'focall': expected one of bce, focal, qfocal, varifocal"),
+        ({"fl_apply": "all"}, "'fl_apply' has invalid value 'all': expected one of cls, obj, both"),
+        ({"fl_norm": "sum"}, "'fl_norm' has invalid value 'sum'"),
+        ({"fl_gamma_warmup": -1}, "'fl_gamma_warmup' has invalid value -1"),
+        ({"fl_assigner": "atss"}, "'fl_assigner' has invalid value 'atss': expected one of yolov5, retina"),
+        ({"fl_gama": 2.0}, "unknown hyp key(s) 'fl_gama'"),
+    ],
+)
+def test_invalid_values_name_key_and_value(keys, fragment):
+    with pytest.raises(HypError) as info:
+        parse(**keys)
+    assert fragment in str(info.value)
+
+
+def test_per_class_alpha_length_is_checked_against_nc():
+    assert parse_focal_hyp({"fl_alpha": [0.1, 0.2, 0.3]}, nc=3, known_losses=LOSSES).alpha == (0.1, 0.2, 0.3)
+    with pytest.raises(HypError, match="3 per-class values but the dataset has nc=5"):
+        parse_focal_hyp({"fl_alpha": [0.1, 0.2, 0.3]}, nc=5, known_losses=LOSSES)
+
+
+@pytest.mark.parametrize("value", [-1, -1.0, None])
+def test_alpha_can_be_disabled(value):
+    cfg = parse(fl_alpha=value)
+    assert cfg.alpha is None and cfg.alpha_given
+
+
+def test_alpha_auto():
+    assert parse(fl_alpha="auto").alpha == "auto"
+
+
+def test_registry_is_used_for_loss_names_by_default():
+    from yolo_focal_plugin.registry import available_losses
+
+    for name in available_losses():
+        assert parse_focal_hyp({"fl_loss": name}).loss == name
+
+
+def test_bundled_hyps_resolve_by_bare_name_and_validate():
+    names = bundled_hyps()
+    assert {"hyp.focal.yaml", "hyp.varifocal.yaml", "hyp.qfocal.yaml"} <= set(names)
+    for name in names:
+        path = resolve_hyp_path(name)
+        assert path is not None and path.name == name
+        assert resolve_hyp_path(name[: -len(".yaml")]) == path
+        hyp = yaml.safe_load(path.read_text())
+        cfg = parse_focal_hyp(hyp)
+        assert not cfg.is_stock
+        assert set(FL_KEYS) <= set(hyp), f"{name} should spell out every fl_* key"
+        # the rest is YOLOv5's hyp.scratch-low.yaml: every key YOLOv5 reads must be there
+        for key in ("lr0", "box", "cls", "obj", "cls_pw", "obj_pw", "anchor_t", "mosaic"):
+            assert key in hyp
+
+
+def test_paths_are_not_treated_as_bundled_names():
+    assert resolve_hyp_path("some/dir/hyp.focal.yaml") is None
+    assert resolve_hyp_path("hyp.nonexistent.yaml") is None
