@@ -46,20 +46,26 @@ def cell_anchors(
     scales: Sequence[float] = DEFAULT_SCALES,
     aspect_ratios: Sequence[float] = DEFAULT_ASPECT_RATIOS,
     order: str = "ratio_major",
+    sizes: Optional[Sequence[float]] = None,
 ) -> Tensor:
-    """Zero-centred anchors of one level, float64 ``[len(ratios) * len(scales), 4]`` xyxy.
+    """Zero-centred anchors of one level, float64 ``[len(ratios) * len(sizes), 4]`` xyxy.
 
-    ``w = base_size * scale / sqrt(r)``, ``h = base_size * scale * sqrt(r)`` with ``r = h / w``.
+    ``S = base_size * scale`` (or each of ``sizes`` when given), then ``w = S / sqrt(r)`` and
+    ``h = S * sqrt(r)`` with ``r = h / w``.
     """
     if order not in _ORDERS:
         raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
-    if base_size <= 0 or not math.isfinite(base_size):
-        raise ValueError(f"base_size must be a positive finite number, got {base_size!r}")
-    if len(scales) == 0 or any(not (s > 0 and math.isfinite(s)) for s in scales):
-        raise ValueError(f"scales must be positive finite numbers, got {tuple(scales)!r}")
+    if sizes is None:
+        if not (base_size > 0 and math.isfinite(base_size)):
+            raise ValueError(f"base_size must be a positive finite number, got {base_size!r}")
+        if len(scales) == 0 or any(not (s > 0 and math.isfinite(s)) for s in scales):
+            raise ValueError(f"scales must be positive finite numbers, got {tuple(scales)!r}")
+        sizes = [base_size * s for s in scales]
+    if len(sizes) == 0 or any(not (s > 0 and math.isfinite(s)) for s in sizes):
+        raise ValueError(f"anchor sizes must be positive finite numbers, got {tuple(sizes)!r}")
     if len(aspect_ratios) == 0 or any(not (r > 0 and math.isfinite(r)) for r in aspect_ratios):
         raise ValueError(f"aspect_ratios must be positive finite numbers, got {tuple(aspect_ratios)!r}")
-    sizes = torch.tensor([base_size * s for s in scales], dtype=torch.float64)
+    sizes = torch.tensor([float(s) for s in sizes], dtype=torch.float64)
     h_ratio = torch.tensor(aspect_ratios, dtype=torch.float64).sqrt()
     if order == "ratio_major":
         ws = (sizes[None, :] / h_ratio[:, None]).reshape(-1)
@@ -86,10 +92,19 @@ def anchors_per_level(
     offset: float = 0.0,
     grid_sizes: Optional[Sequence[Tuple[int, int]]] = None,
     order: str = "ratio_major",
+    sizes: Optional[Sequence[Sequence[float]]] = None,
     dtype: torch.dtype = torch.float32,
     device: Optional[torch.device] = None,
 ) -> list:
-    """Anchors of each level: list of ``[H_l * W_l * K, 4]`` tensors (see module docstring)."""
+    """Anchors of each level: list of ``[H_l * W_l * K, 4]`` tensors (see module docstring).
+
+    ``sizes`` (one sequence per level) replaces ``base_sizes x scales``, e.g. torchvision's
+    int-truncated ``((32, 40, 50), (64, 80, 101), ...)`` or detectron2's ``[[32, 64]]``.
+    """
+    if sizes is not None:
+        if len(sizes) != len(strides):
+            raise ValueError(f"sizes needs one sequence per level, got {len(sizes)} for {len(strides)} levels")
+        base_sizes = [float(level[0]) if len(level) else 1.0 for level in sizes]
     if len(strides) != len(base_sizes):
         raise ValueError(
             f"strides and base_sizes must have one entry per level, got {len(strides)} and {len(base_sizes)}"
@@ -105,8 +120,8 @@ def anchors_per_level(
     elif len(grid_sizes) != len(strides):
         raise ValueError(f"grid_sizes needs one (rows, cols) per level, got {len(grid_sizes)} for {len(strides)} levels")
     out = []
-    for stride, base, (gh, gw) in zip(strides, base_sizes, grid_sizes):
-        cells = cell_anchors(float(base), scales, aspect_ratios, order)
+    for lvl, (stride, base, (gh, gw)) in enumerate(zip(strides, base_sizes, grid_sizes)):
+        cells = cell_anchors(float(base), scales, aspect_ratios, order, None if sizes is None else sizes[lvl])
         cy = (torch.arange(int(gh), dtype=torch.float64) + offset) * stride
         cx = (torch.arange(int(gw), dtype=torch.float64) + offset) * stride
         sy, sx = torch.meshgrid(cy, cx, indexing="ij")
@@ -126,6 +141,7 @@ def anchors_for_image(
     offset: float = 0.0,
     grid_sizes: Optional[Sequence[Tuple[int, int]]] = None,
     order: str = "ratio_major",
+    sizes: Optional[Sequence[Sequence[float]]] = None,
     dtype: torch.dtype = torch.float32,
     device: Optional[torch.device] = None,
 ) -> Tensor:
@@ -133,7 +149,8 @@ def anchors_for_image(
 
     ``A = K * sum_l ceil(H / s_l) * ceil(W / s_l)`` with ``K = len(scales) * len(aspect_ratios)``;
     640 x 640 with the defaults gives ``9 * (6400 + 1600 + 400 + 100 + 25) = 76,725``.
-    ``grid_sizes`` overrides the per-level ``(rows, cols)``; ordering and offset: module docstring.
+    ``grid_sizes`` overrides the per-level ``(rows, cols)``, ``sizes`` the per-level anchor sizes
+    (see :func:`anchors_per_level`); ordering and offset: module docstring.
     """
     levels = anchors_per_level(
         height,
@@ -145,6 +162,7 @@ def anchors_for_image(
         offset=offset,
         grid_sizes=grid_sizes,
         order=order,
+        sizes=sizes,
         dtype=dtype,
         device=device,
     )

@@ -240,6 +240,8 @@ class RetinaMatcher:
         if bad.any() and not self.drop_degenerate:
             g = int(torch.nonzero(bad)[0])
             why = "has a NaN/inf coordinate" if not bool(finite[g]) else "has zero or negative area (x2 <= x1 or y2 <= y1)"
+            if bool((gts[g] == 0).all()):
+                why += " (zero padding? pass valid= to match_batch)"
             raise ValueError(
                 f"gt box {int(local[g])} of image {int(img[g])} = {gts[g].tolist()} {why}; remove it, "
                 "or pass drop_degenerate=True to skip such boxes."
@@ -273,10 +275,12 @@ class RetinaMatcher:
         flat = gimg[pg] * na + pa
         full = tau_q <= 0  # the pair list of such a GT already holds every overlapping anchor
 
-        def recollect(sub: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-            """Every overlapping pair of the GTs ``sub`` (compact ids), flat anchor ids."""
-            zero = torch.zeros(sub.numel(), dtype=gt.dtype, device=dev)
-            g2, a2, i2 = self._collect(index, gt[sub], area[sub], zero)
+        def recollect(sub: Tensor, tau_sub: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+            """Pairs of the GTs ``sub`` (compact ids) with IoU >= tau_sub (default: all overlapping),
+            as (gt, flat anchor id, iou)."""
+            if tau_sub is None:
+                tau_sub = torch.zeros(sub.numel(), dtype=gt.dtype, device=dev)
+            g2, a2, i2 = self._collect(index, gt[sub], area[sub], tau_sub.to(gt.dtype))
             g2 = sub[g2]
             return g2, gimg[g2] * na + a2, i2
 
@@ -365,11 +369,33 @@ def _assign(
     protected = pos  # rule 1: threshold positives never move in rule 2
     sel = needy[pg] & ~protected[pa]
     cg, ca, ci = pg[sel], pa[sel], pi[sel]
+    # tau_k[g]: the pair list of g holds every anchor with IoU >= tau_k[g] (all of them if full[g])
     tau_k = q.clamp(max=cfg.neg_iou) - tol
-    full = full.clone()
+    full = full.clone() | (tau_k <= 0)
     unresolved = needy.clone()
     claimed = torch.zeros(n, dtype=torch.bool, device=device)
     stuck: List[int] = []
+
+    # Lists grow in stages: IoU >= min(neg_iou, q) (the tied best), >= q/2, >= q/8, everything.
+    # A needy GT usually needs only its second or third best anchor, so most lists stay short.
+    stage = torch.where(full, 3, 0)
+    fractions = torch.tensor([1.0, 0.5, 0.125, 0.0], dtype=q.dtype, device=device)
+
+    def widen(sub: Tensor, cg: Tensor, ca: Tensor, ci: Tensor):
+        stage[sub] += 1
+        new_t = q[sub].clamp(max=cfg.neg_iou) * fractions[stage[sub]] - tol
+        g2, a2, i2 = expand(sub, new_t)
+        keep = torch.ones(m, dtype=torch.bool, device=device)
+        keep[sub] = False
+        keep = keep[cg]
+        ok = ~protected[a2] & ~claimed[a2]
+        tau_k[sub] = new_t
+        full[sub] = new_t <= 0
+        stage[sub[new_t <= 0]] = 3
+        return torch.cat([cg[keep], g2[ok]]), torch.cat([ca[keep], a2[ok]]), torch.cat([ci[keep], i2[ok]])
+
+    if expand is not None and bool((needy & ~full).any()):
+        cg, ca, ci = widen(torch.nonzero(needy & ~full).squeeze(1), cg, ca, ci)
     while bool(unresolved.any()):
         k = unresolved[cg] & ~claimed[ca]
         cg, ca, ci = cg[k], ca[k], ci[k]
@@ -377,14 +403,7 @@ def _assign(
         # A truncated list must not decide: its best might tie with (or fall below) anchors it lacks.
         need = unresolved & ~full & (bestg - tol < tau_k)
         if bool(need.any()):
-            sub = torch.nonzero(need).squeeze(1)
-            keep = ~need[cg]
-            g2, a2, i2 = expand(sub)
-            ok = ~protected[a2] & ~claimed[a2]
-            cg = torch.cat([cg[keep], g2[ok]])
-            ca = torch.cat([ca[keep], a2[ok]])
-            ci = torch.cat([ci[keep], i2[ok]])
-            full[sub] = True
+            cg, ca, ci = widen(torch.nonzero(need).squeeze(1), cg, ca, ci)
             continue
         none_left = unresolved & (bestg < 0)
         if bool(none_left.any()):
