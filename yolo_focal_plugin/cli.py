@@ -19,14 +19,20 @@ YOLOV5_COMMANDS = ("train", "val", "detect", "export", "segment", "classify", "b
 COMMANDS: Dict[str, Tuple[str, str]] = {
     "demo": ("yolo_focal_plugin.demo", "generate an imbalanced dataset, train BCE vs focal, print a table and plot"),
     "synth": ("yolo_focal_plugin.synth", "generate a class-imbalanced synthetic detection dataset"),
+    "sweep": ("yolo_focal_plugin.sweep.command", "gamma/alpha sweep on Optuna: grid or sampled, multi-seed, resumable, parallel"),
+    "report": ("yolo_focal_plugin.sweep.report", "report of a sweep: mAP per setting vs the baseline, heatmap, best hyp"),
 }
 
 
 def _run_yolov5(argv: List[str]) -> int:
-    from .hyp import HypError
-    from .integration import install
+    import os
 
-    install()
+    from .hyp import HypError
+
+    if os.environ.get("YOLO_FOCAL_DISABLE", "").strip().lower() not in ("1", "true", "yes", "on"):
+        from .integration import install
+
+        install()
     import yolov5.cli
 
     sys.argv = ["yolov5", *argv]
