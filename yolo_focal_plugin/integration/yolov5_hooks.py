@@ -125,6 +125,45 @@ def _log_setup(cfg: FocalHyp, description: str, nc: int) -> None:
             yaml.safe_dump(record, f, sort_keys=False)
 
 
+def before_compute_loss(model: Any) -> None:
+    """Runs before YOLOv5's ``ComputeLoss.__init__``: validate, and supply the ``fl_gamma`` stock requires."""
+    hyp = model.hyp
+    parse_focal_hyp(hyp)  # a bad key fails before any work
+    if "fl_gamma" not in hyp:  # stock raises KeyError; 0.0 is what every shipped hyp says
+        hyp["fl_gamma"] = 0.0
+
+
+def after_compute_loss(compute_loss: Any, model: Any) -> None:
+    """Runs after YOLOv5's ``ComputeLoss.__init__``: swap ``BCEcls``/``BCEobj`` as the hyp asks.
+
+    Shared by the monkey-patch and by the ``patches/`` for cloned yolov5 copies (one source of truth).
+    """
+    hyp = model.hyp
+    cfg = parse_focal_hyp(hyp, nc=compute_loss.nc)
+    if cfg.is_stock:
+        _log_setup(cfg, "YOLOv5 criteria kept", compute_loss.nc)
+        return
+    from .criteria import EpochClock, build_criteria
+
+    if STATE.clock is None:
+        STATE.clock = EpochClock()
+    if cfg.assigner != "yolov5":
+        raise HypError(f"hyp key 'fl_assigner' has value {cfg.assigner!r}, which this build cannot train with yet")
+    core = getattr(model, "module", model)  # DDP wraps the model; class_weights sit on the inner one
+    criteria = build_criteria(
+        cfg,
+        cls_pw=float(hyp["cls_pw"]),
+        obj_pw=float(hyp["obj_pw"]),
+        nc=compute_loss.nc,
+        device=compute_loss.device,
+        class_weights=getattr(core, "class_weights", None),
+        clock=STATE.clock,
+    )
+    compute_loss.BCEcls, compute_loss.BCEobj = criteria.cls, criteria.obj
+    compute_loss.focal_hyp = cfg
+    _log_setup(cfg, criteria.describe(), compute_loss.nc)
+
+
 def patch_compute_loss(loss_module: types.ModuleType) -> None:
     """Wrap ``ComputeLoss.__init__`` in place (every ``from ... import ComputeLoss`` sees it)."""
     cls = loss_module.ComputeLoss
@@ -132,34 +171,9 @@ def patch_compute_loss(loss_module: types.ModuleType) -> None:
 
     @functools.wraps(original_init)
     def __init__(self: Any, model: Any, *args: Any, **kwargs: Any) -> None:
-        hyp = model.hyp
-        parse_focal_hyp(hyp)  # before the stock init: a bad key fails before any work
-        if "fl_gamma" not in hyp:  # stock raises KeyError; 0.0 is what every shipped hyp says
-            hyp["fl_gamma"] = 0.0
+        before_compute_loss(model)
         original_init(self, model, *args, **kwargs)
-        cfg = parse_focal_hyp(hyp, nc=self.nc)
-        if cfg.is_stock:
-            _log_setup(cfg, "YOLOv5 criteria kept", self.nc)
-            return
-        from .criteria import EpochClock, build_criteria
-
-        if STATE.clock is None:
-            STATE.clock = EpochClock()
-        if cfg.assigner != "yolov5":
-            raise HypError(f"hyp key 'fl_assigner' has value {cfg.assigner!r}, which this build cannot train with yet")
-        core = getattr(model, "module", model)  # DDP wraps the model; class_weights sit on the inner one
-        criteria = build_criteria(
-            cfg,
-            cls_pw=float(hyp["cls_pw"]),
-            obj_pw=float(hyp["obj_pw"]),
-            nc=self.nc,
-            device=self.device,
-            class_weights=getattr(core, "class_weights", None),
-            clock=STATE.clock,
-        )
-        self.BCEcls, self.BCEobj = criteria.cls, criteria.obj
-        self.focal_hyp = cfg
-        _log_setup(cfg, criteria.describe(), self.nc)
+        after_compute_loss(self, model)
 
     __init__._yolo_focal = True  # type: ignore[attr-defined]
     LEDGER.set(cls, "__init__", __init__, f"{loss_module.__name__}.ComputeLoss.__init__")
@@ -193,27 +207,33 @@ def _load_hyp(hyp: Any) -> Dict[str, Any]:
         return yaml.safe_load(f) or {}
 
 
+def before_train(hyp: Any, opt: Any, callbacks: Any) -> None:
+    """Runs before yolov5's ``train()`` body: validate the fl_* keys before the run directory exists,
+    remember where the run writes, and advance the epoch clock that drives ``fl_gamma_warmup``."""
+    parse_focal_hyp(_load_hyp(hyp), nc=_dataset_nc(opt))
+    from .criteria import EpochClock
+
+    STATE.save_dir = Path(opt.save_dir) if getattr(opt, "save_dir", None) else None
+    STATE.evolve = bool(getattr(opt, "evolve", False))
+    STATE.clock = EpochClock()
+    clock = STATE.clock
+
+    def advance(*args: Any, epoch: int = 0, **kwargs: Any) -> None:
+        clock.epoch = int(epoch) + 1
+
+    callbacks.register_action("on_train_epoch_end", name="yolo_focal_epoch_clock", callback=advance)
+
+
 def wrap_train(train_module: types.ModuleType, fix_map50s: bool) -> None:
-    """Validate the fl_* keys before train() makes the run directory; track epochs for warm-up."""
     inner: Callable[..., Any] = compat.recompile_train_with_map50s(train_module) if fix_map50s else train_module.train
     original = train_module.train
 
     @functools.wraps(original)
     def train(hyp: Any, opt: Any, device: Any, callbacks: Any) -> Any:
-        parse_focal_hyp(_load_hyp(hyp), nc=_dataset_nc(opt))
-        from .criteria import EpochClock
-
-        STATE.save_dir = Path(opt.save_dir) if getattr(opt, "save_dir", None) else None
-        STATE.evolve = bool(getattr(opt, "evolve", False))
-        STATE.clock = EpochClock()
-        clock = STATE.clock
-
-        def advance(*args: Any, epoch: int = 0, **kwargs: Any) -> None:
-            clock.epoch = int(epoch) + 1
-
-        callbacks.register_action("on_train_epoch_end", name="yolo_focal_epoch_clock", callback=advance)
+        before_train(hyp, opt, callbacks)
         return inner(hyp, opt, device, callbacks)
 
+    train._yolo_focal_inner = inner  # type: ignore[attr-defined]
     LEDGER.set(train_module, "train", train, f"{train_module.__name__}.train")
 
 
