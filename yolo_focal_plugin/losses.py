@@ -1,0 +1,880 @@
+"""Focal-loss family for dense detection, in pure torch (this module never imports yolov5).
+
+Notation: ``x`` is a logit, ``p = sigmoid(x)``, ``q = 1 - p = sigmoid(-x)``, ``t`` the target
+(0/1 or soft, in [0, 1]), ``BCE(x, t) = -[t log p + (1 - t) log q]`` (times ``pos_weight`` on the
+positive term and ``weight`` on the whole, exactly as :class:`torch.nn.BCEWithLogitsLoss`),
+``p_t = p t + q (1 - t)`` and ``alpha_t = alpha t + (1 - alpha)(1 - t)``.
+
+==================  =====================================================  =====================
+loss                element-wise formula                                    defaults (module)
+==================  =====================================================  =====================
+focal (RetinaNet)   ``alpha_t * (1 - p_t)**gamma * BCE``                    gamma 1.5, alpha 0.25
+quality focal       ``alpha_t * |t - p|**gamma * BCE``                      gamma 1.5, alpha 0.25
+varifocal           ``BCE * (t if t > 0 else alpha * p**gamma)``            gamma 2.0, alpha 0.75
+softmax focal       ``-alpha_y * (1 - p_y)**gamma * log p_y`` (multi-class)  gamma 2.0, alpha None
+==================  =====================================================  =====================
+
+The module wrappers (:class:`FocalLoss`, :class:`QFocalLoss`, :class:`VFLoss`) are drop-in
+replacements for YOLOv5's ``utils/loss.py`` wrappers: they wrap a ``BCEWithLogitsLoss``, take over
+its ``reduction`` and set the wrapped one to ``'none'``, so the reduction is always applied to the
+*weighted elements* (``mean`` = sum of weighted elements / number of elements).
+
+Numerics (the reason this module exists):
+
+* Finite loss and gradient for every ``gamma >= 0``. For ``0 < gamma < 1`` the textbook autograd
+  graph multiplies ``d(u**gamma)/du = inf`` at ``u = 1 - p_t = 0`` (saturated logits, ``|x| >~ 17``
+  in float32) by zero and returns NaN; torchvision and YOLOv5 do. Here the gradient is written out
+  analytically as ``F * (dBCE/dx + H * BCE)`` where ``H = F'/F`` is bounded (see ``_focal_weight``),
+  and ``p``/``q`` come from ``exp(-x)`` without the ``1 - p`` cancellation.
+* Fast default path (no compiler): one ``autograd.Function`` walks the input in cache-sized chunks,
+  computes loss *and* gradient in the same pass (one ``exp`` and one ``log1p`` per element), keeps only
+  the gradient (1 N) and never materialises the element-wise loss unless ``reduction='none'``.
+* float16 / bfloat16 inputs are computed in float32 chunk by chunk; the loss and the gradient are
+  returned in the input dtype. float64 stays float64.
+* ``reduction='mean'`` over zero elements returns 0 (not NaN) with a zero gradient.
+
+Gradients with respect to the logits come from the fused kernel. When the target, ``weight``,
+``pos_weight`` or a per-class ``alpha`` require grad, or the wrapped loss is not a plain
+``BCEWithLogitsLoss``, a slower composite autograd path is used (same formulas, same stability for
+the logit gradient).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+__all__ = [
+    "FocalLoss",
+    "QFocalLoss",
+    "VFLoss",
+    "sigmoid_focal_loss",
+    "quality_focal_loss",
+    "varifocal_loss",
+    "softmax_focal_loss",
+    "REDUCTIONS",
+    "AlphaLike",
+]
+
+AlphaLike = Union[float, int, Sequence[float], Tensor, None]
+REDUCTIONS: Tuple[str, ...] = ("none", "mean", "sum")
+
+# Elements per chunk on CPU. Big enough that torch's per-op dispatch overhead (~2 us) is amortised and
+# its intra-op thread pool kicks in, small enough that the ~9 float32 scratch rows stay in L2/L3.
+# Measured on 2-core AVX2 (see docs/losses.md); overridable for tuning via ``set_chunk_size``.
+_CPU_CHUNK = 1 << 16
+# Accelerators gain nothing from cache blocking but still bound the scratch memory.
+_ACCEL_CHUNK = 1 << 22
+
+
+def set_chunk_size(cpu: Optional[int] = None, accelerator: Optional[int] = None) -> Tuple[int, int]:
+    """Tune the chunk sizes of the fused kernel (elements). Returns the previous ``(cpu, accelerator)``."""
+    global _CPU_CHUNK, _ACCEL_CHUNK
+    previous = (_CPU_CHUNK, _ACCEL_CHUNK)
+    for name, value in (("cpu", cpu), ("accelerator", accelerator)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"chunk size {name!r} must be an int >= 1, got {value!r}")
+    _CPU_CHUNK = cpu or _CPU_CHUNK
+    _ACCEL_CHUNK = accelerator or _ACCEL_CHUNK
+    return previous
+
+
+# --------------------------------------------------------------------------------------------------
+# argument validation
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_gamma(gamma: object, name: str = "gamma") -> float:
+    if isinstance(gamma, Tensor) and gamma.numel() == 1:
+        gamma = gamma.item()
+    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
+        raise ValueError(f"{name} must be a finite float >= 0, got {gamma!r}")
+    value = float(gamma)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite float >= 0, got {gamma!r}")
+    return value
+
+
+def _check_reduction(reduction: object) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of 'none', 'mean', 'sum', got {reduction!r}")
+    return reduction  # type: ignore[return-value]
+
+
+_ALPHA_RULE = "a float in [0, 1], a per-class sequence/tensor of floats in [0, 1], or -1/None to disable"
+
+
+def _check_alpha(alpha: object, name: str = "alpha") -> Union[None, float, Tensor]:
+    """Normalise ``alpha`` to ``None`` (disabled), a float, or a 1-D float64 tensor (per class)."""
+    if alpha is None:
+        return None
+    if isinstance(alpha, Tensor):
+        if alpha.dim() == 0:
+            alpha = alpha.item()
+        else:
+            values = alpha.detach() if not alpha.requires_grad else alpha
+            return _check_alpha_vector(values, name)
+    if isinstance(alpha, bool):
+        raise ValueError(f"{name} must be {_ALPHA_RULE}; got {alpha!r}")
+    if isinstance(alpha, numbers.Real):
+        value = float(alpha)
+        if value == -1:
+            return None
+        if not (0.0 <= value <= 1.0):  # also rejects NaN
+            raise ValueError(f"{name} must be {_ALPHA_RULE}; got {alpha!r}")
+        return value
+    if isinstance(alpha, (str, bytes)) or not isinstance(alpha, Sequence) and not hasattr(alpha, "__array__"):
+        raise ValueError(f"{name} must be {_ALPHA_RULE}; got {alpha!r}")
+    try:
+        values = torch.as_tensor(alpha, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{name} must be {_ALPHA_RULE}; got {alpha!r}") from exc
+    return _check_alpha_vector(values, name)
+
+
+def _check_alpha_vector(values: Tensor, name: str) -> Tensor:
+    if values.dim() != 1 or values.numel() == 0:
+        raise ValueError(f"{name} must be {_ALPHA_RULE}; a per-class alpha must be 1-D and non-empty, "
+                         f"got shape {tuple(values.shape)}")
+    if not values.is_floating_point():
+        values = values.double()
+    with torch.no_grad():
+        bad = ~((values >= 0) & (values <= 1))
+        if bool(bad.any()):
+            first = values[bad][0].item()
+            raise ValueError(f"{name} must be {_ALPHA_RULE}; per-class value {first!r} is out of range")
+    return values
+
+
+def _alpha_repr(alpha: Union[None, float, Tensor]) -> str:
+    if alpha is None:
+        return "None"
+    if isinstance(alpha, float):
+        return f"{alpha:g}"
+    values = [f"{v:g}" for v in alpha.detach().cpu().tolist()]
+    shown = ", ".join(values[:6]) + (", ..." if len(values) > 6 else "")
+    return f"[{shown}] ({len(values)} classes)"
+
+
+# --------------------------------------------------------------------------------------------------
+# fused kernel: chunked loss + analytic gradient in one pass
+# --------------------------------------------------------------------------------------------------
+
+_KINDS = ("focal", "qfocal", "varifocal")
+
+
+@dataclass(frozen=True)
+class _Spec:
+    kind: str
+    gamma: float
+    reduction: str
+
+
+class _Operand:
+    """A broadcast operand (alpha terms, pos_weight, weight) prepared for chunked use.
+
+    A ``row`` operand is a scalar or varies only along the last dim (shape ``(C,)``): it is used as-is
+    for every chunk. A ``full`` operand is laid out like the input, ``(rows, width)``, and sliced.
+    """
+
+    __slots__ = ("tensor", "full")
+
+    def __init__(self, tensor: Tensor, full: bool):
+        self.tensor = tensor
+        self.full = full
+
+    @property
+    def per_class(self) -> bool:
+        return not self.full and self.tensor.dim() == 1
+
+    def chunk(self, rows: slice) -> Tensor:
+        return self.tensor[rows] if self.full else self.tensor
+
+
+def _operand(value: Optional[Tensor], shape: torch.Size, like: Tensor, ctype: torch.dtype) -> Optional[_Operand]:
+    if value is None:
+        return None
+    try:
+        torch.broadcast_shapes(value.shape, shape)
+    except RuntimeError as exc:
+        raise ValueError(f"operand of shape {tuple(value.shape)} does not broadcast to input shape "
+                         f"{tuple(shape)}") from exc
+    value = value.detach().to(device=like.device, dtype=ctype)
+    if value.numel() == 1:
+        return _Operand(value.reshape(()), full=False)
+    if len(shape) and value.dim() <= len(shape) and value.shape[-1] == shape[-1] and value.numel() == shape[-1]:
+        return _Operand(value.reshape(-1), full=False)
+    return _Operand(value.expand(shape).reshape(-1), full=True)
+
+
+class _Scratch:
+    """Preallocated scratch rows for one call: reusing them avoids a malloc + page faults per chunk op."""
+
+    NAMES = ("E", "IE", "P", "Q", "B", "D", "W", "H", "X", "T")
+
+    def __init__(self, numel: int, dtype: torch.dtype, device: torch.device):
+        self._buf = torch.empty((len(self.NAMES), numel), dtype=dtype, device=device)
+        self._mask = torch.empty(numel, dtype=torch.bool, device=device)
+
+    def views(self, shape: Tuple[int, ...]) -> "_Views":
+        m = math.prod(shape)
+        rows = [row[:m].view(shape) for row in self._buf]
+        return _Views(*rows, self._mask[:m].view(shape))
+
+
+@dataclass
+class _Views:
+    E: Tensor
+    IE: Tensor
+    P: Tensor
+    Q: Tensor
+    B: Tensor
+    D: Tensor
+    W: Tensor
+    H: Tensor
+    X: Tensor
+    T: Tensor
+    mask: Tensor
+
+
+def _pow_into(out: Tensor, base: Tensor, gamma: float) -> Tensor:
+    """``out = base ** gamma`` for ``base >= 0``; common exponents avoid the general pow (4-7x dearer)."""
+    if gamma == 1.0:
+        return out.copy_(base)
+    if gamma == 2.0:
+        return torch.mul(base, base, out=out)
+    if gamma == 0.5:
+        return torch.sqrt(base, out=out)
+    if gamma == 1.5:
+        return torch.sqrt(base, out=out).mul_(base)
+    if gamma == 3.0:
+        return torch.mul(base, base, out=out).mul_(base)
+    if gamma == 2.5:
+        return torch.sqrt(base, out=out).mul_(base).mul_(base)
+    if gamma == 4.0:
+        return torch.mul(base, base, out=out).mul_(out)
+    # exp(gamma * log(base)) is one transcendental cheaper than torch.pow and maps base == 0 to 0.
+    return torch.log(base, out=out).mul_(gamma).exp_()
+
+
+def _bce_terms(x: Tensor, t: Tensor, pw: Optional[Tensor], s: _Views) -> None:
+    """Fill ``s.P = sigmoid(x)``, ``s.Q = sigmoid(-x)``, ``s.B = BCE(x, t)`` (with ``pos_weight``,
+    without ``weight``) and ``s.D = dB/dx``, with one exp and one log1p per element.
+
+    ``exp(-x)`` overflows to +inf for x < -88 (float32); every use below has the right limit there.
+    """
+    E, IE, P, Q, B, D = s.E, s.IE, s.P, s.Q, s.B, s.D
+    torch.neg(x, out=E).exp_()  # exp(-x)
+    torch.reciprocal(E, out=IE)  # exp(x) without a second transcendental
+    torch.add(E, 1, out=P).reciprocal_()  # p = 1/(1+exp(-x)): keeps relative precision when p is tiny
+    torch.add(IE, 1, out=Q).reciprocal_()  # q = 1/(1+exp(x)): no 1 - p cancellation when q is tiny
+    torch.minimum(E, IE, out=E).log1p_()  # softplus(-|x|) = log1p(exp(-|x|))
+    if pw is None:
+        # BCE = relu(x) - t*x + softplus(-|x|); relu(x) - t*x is exact for t in {0, 1}.
+        torch.clamp_min(x, 0, out=B).addcmul_(t, x, value=-1).add_(E)
+        torch.sub(P, t, out=D)
+        return
+    # BCE = (1-t) x + (1 + (pw-1) t) softplus(-x), ATen's pos_weight formula.
+    torch.neg(x, out=B).clamp_min_(0).add_(E)  # softplus(-x)
+    torch.mul(t, pw, out=IE).sub_(t).add_(1)  # 1 + (pw-1) t
+    B.mul_(IE)
+    torch.mul(t, x, out=IE)
+    B.add_(torch.sub(x, IE, out=IE))  # + (1-t) x, with x - t x exact for t in {0, 1}
+    # dB/dx = (1-t) p - pw t q, written so that it is exact for t in {0, 1}
+    torch.mul(t, P, out=IE)
+    torch.sub(P, IE, out=IE)
+    torch.mul(t, Q, out=D).mul_(pw)
+    torch.sub(IE, D, out=D)
+
+
+def _focal_weight(spec: _Spec, t: Tensor, alpha: Tuple[Optional[Tensor], ...], s: _Views) -> Optional[Tensor]:
+    """Fill ``s.W``, the focal weight (without ``weight``/scale), and return ``H = (dW/dx) / W``
+    (``None`` when it is zero everywhere).
+
+    The gradient is then ``W * (dB/dx + H * B)``. ``H`` is bounded wherever ``W > 0`` and finite where
+    ``W == 0``, so no ``inf * 0`` appears for any ``gamma >= 0``:
+
+    * focal:     ``W = alpha_t u**g``, ``u = 1 - p_t``;  ``H = g (1-2t) p q / u``, ``|H| <= 2g``
+    * qfocal:    ``W = alpha_t |d|**g``, ``d = t - p``;  ``H = -g p q / d``
+    * varifocal: ``W = t`` where ``t > 0`` (``H = 0``), else ``alpha p**g`` (``H = g q``)
+    """
+    P, Q, W, H, U, mask = s.P, s.Q, s.W, s.H, s.E, s.mask  # E is free once _bce_terms is done
+    g = spec.gamma
+    if spec.kind == "varifocal":
+        (alpha,) = alpha
+        torch.gt(t, 0, out=mask)
+        if g == 0:
+            W.fill_(1.0)
+        else:
+            _pow_into(W, P, g)
+        if alpha is not None:
+            W.mul_(alpha)
+        torch.where(mask, t, W, out=W)
+        if g == 0:
+            return None
+        return torch.mul(Q, g, out=H).masked_fill_(mask, 0.0)
+    a0, a1 = alpha
+    if spec.kind == "focal":
+        torch.lerp(P, Q, t, out=U)  # 1 - p_t = (1-t) p + t q; lerp is exact at t in {0, 1}
+    else:
+        torch.lerp(torch.neg(P, out=U), Q, t, out=U)  # d = t - p = (1-t)(-p) + t q, exact at t in {0, 1}
+    if g == 0:
+        W.fill_(1.0)
+    elif spec.kind == "focal":
+        _pow_into(W, U, g)
+    else:
+        _pow_into(W, torch.abs(U, out=H), g)
+    if a0 is not None:
+        W.mul_(torch.addcmul(a0, t, a1, out=H))  # alpha_t = (1-alpha) + (2 alpha - 1) t
+    if g == 0:
+        return None
+    torch.mul(P, Q, out=H)
+    if spec.kind == "focal":
+        H.addcmul_(t, H, value=-2.0)  # (1-2t) p q = du/dx
+        return H.div_(U.clamp_min_(torch.finfo(U.dtype).tiny)).mul_(g)  # u == 0 only where p q == 0
+    # d == 0 (p exactly on a soft target) is the cusp of |d|**g: W == 0 there, any finite H will do.
+    U.masked_fill_(torch.eq(U, 0, out=mask), 1.0)
+    return H.div_(U).mul_(-g)
+
+
+def _alpha_operands(kind: str, alpha: Optional[Tensor], shape: torch.Size, like: Tensor,
+                    ctype: torch.dtype) -> Tuple[Optional[_Operand], ...]:
+    if kind == "varifocal":
+        return (_operand(alpha, shape, like, ctype),)
+    if alpha is None:
+        return (None, None)
+    a = alpha.detach().to(device=like.device, dtype=ctype)
+    return (_operand(1.0 - a, shape, like, ctype), _operand(2.0 * a - 1.0, shape, like, ctype))
+
+
+def _fused_forward(
+    x: Tensor,
+    t: Tensor,
+    spec: _Spec,
+    alpha: Optional[Tensor],
+    pos_weight: Optional[Tensor],
+    weight: Optional[Tensor],
+    need_grad: bool,
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """Loss (reduced or element-wise, input dtype) and, if asked, ``d loss / d x`` for upstream grad 1."""
+    shape = x.shape
+    n = x.numel()
+    ctype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x = x.contiguous()
+    t = t.contiguous()
+    alpha_ops = _alpha_operands(spec.kind, alpha, shape, x, ctype)
+    pw = _operand(pos_weight, shape, x, ctype)
+    w = _operand(weight, shape, x, ctype)
+    ops = [op for op in (*alpha_ops, pw, w) if op is not None]
+    chunk = _CPU_CHUNK if x.device.type == "cpu" else _ACCEL_CHUNK
+    cols = shape[-1] if len(shape) else 1
+    # Per-class operands need whole rows in a chunk; otherwise chunk the flat elements.
+    width = cols if any(op.per_class for op in ops) and 0 < cols <= chunk else 1
+    for op in ops:
+        if op.per_class and width == 1:  # rows too long for a chunk: lay the operand out like the input
+            op.tensor, op.full = op.tensor.expand(shape).reshape(-1), True
+        if op.full:
+            op.tensor = op.tensor.view(-1, width)
+    x2, t2 = x.view(-1, width), t.view(-1, width)
+    rows = x2.shape[0]
+    step = max(1, min(chunk, max(n, 1)) // width)
+    loss_out = torch.empty_like(x2) if spec.reduction == "none" else None
+    grad = torch.empty_like(x2) if need_grad else None
+    scale = 1.0 / max(n, 1) if spec.reduction == "mean" else 1.0
+    partial: List[Tensor] = []
+    scratch = _Scratch(step * width, ctype, x.device)
+    for start in range(0, rows, step):
+        sl = slice(start, min(start + step, rows))
+        xc, tc = x2[sl], t2[sl]
+        s = scratch.views(tuple(xc.shape))
+        if xc.dtype != ctype:  # half/bfloat16: upcast inside the cache-resident chunk, not the whole input
+            xc = s.X.copy_(xc)
+        if tc.dtype != ctype:
+            tc = s.T.copy_(tc)
+        _bce_terms(xc, tc, None if pw is None else pw.chunk(sl), s)
+        H = _focal_weight(spec, tc, tuple(None if op is None else op.chunk(sl) for op in alpha_ops), s)
+        W, B, D = s.W, s.B, s.D
+        if w is not None:
+            W.mul_(w.chunk(sl))
+        if scale != 1.0:
+            W.mul_(scale)
+        if loss_out is not None:
+            torch.mul(W, B, out=loss_out[sl])
+        else:
+            partial.append(torch.dot(W.view(-1), B.view(-1)))
+        if grad is not None:
+            if H is not None:
+                D.addcmul_(H, B)
+            torch.mul(D, W, out=grad[sl])
+    if loss_out is not None:
+        loss = loss_out.view(shape)
+    elif partial:
+        loss = torch.stack(partial).to(torch.float64).sum().to(x.dtype)
+    else:
+        loss = torch.zeros((), dtype=x.dtype, device=x.device)
+    return loss, (None if grad is None else grad.view(shape))
+
+
+class _FusedSigmoidLoss(torch.autograd.Function):
+    """Loss and analytic logit-gradient computed together in the forward pass.
+
+    Only the gradient (one tensor of the input's size) is kept for backward; the element-wise loss is
+    never stored. Backward scales it in place by the incoming gradient. A second backward through the
+    same graph (``retain_graph=True``) recomputes it from the saved inputs.
+    """
+
+    @staticmethod
+    def forward(ctx, x, t, spec, alpha, pos_weight, weight):  # type: ignore[override]
+        need_grad = ctx.needs_input_grad[0]
+        loss, grad = _fused_forward(x, t, spec, alpha, pos_weight, weight, need_grad)
+        ctx.spec = spec
+        ctx.grad = grad
+        if need_grad:
+            ctx.save_for_backward(x, t, alpha, pos_weight, weight)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):  # type: ignore[override]
+        grad = ctx.grad
+        ctx.grad = None
+        if grad is None:  # retain_graph and a second backward: recompute
+            x, t, alpha, pos_weight, weight = ctx.saved_tensors
+            _, grad = _fused_forward(x, t, ctx.spec, alpha, pos_weight, weight, True)
+        grad.mul_(grad_out)
+        return grad, None, None, None, None, None
+
+
+# --------------------------------------------------------------------------------------------------
+# composite path (autograd through torch ops): targets / weights that need grad, non-BCE inner losses
+# --------------------------------------------------------------------------------------------------
+
+
+class _SafePow(torch.autograd.Function):
+    """``u ** gamma`` for ``u >= 0`` and ``0 < gamma < 1`` whose derivative is ``0`` (not inf) at ``u = 0``.
+
+    Only used in the composite path; there the factor it multiplies always vanishes at ``u = 0``.
+    """
+
+    @staticmethod
+    def forward(ctx, u, gamma):  # type: ignore[override]
+        out = u.pow(gamma)
+        ctx.gamma = gamma
+        ctx.save_for_backward(u, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        u, out = ctx.saved_tensors
+        return grad_out * ctx.gamma * out / u.clamp_min(torch.finfo(u.dtype).tiny), None
+
+
+def _pow(u: Tensor, gamma: float) -> Tensor:
+    if gamma == 0:
+        return torch.ones_like(u)
+    if gamma >= 1:
+        return u.pow(gamma)
+    return _SafePow.apply(u, gamma)
+
+
+def _composite_weight(kind: str, x: Tensor, t: Tensor, gamma: float, alpha: Optional[Tensor]) -> Tensor:
+    p = torch.sigmoid(x)
+    q = torch.sigmoid(-x)
+    if kind == "varifocal":
+        neg = _pow(p, gamma)
+        if alpha is not None:
+            neg = neg * alpha
+        return torch.where(t > 0, t, neg)
+    if kind == "focal":
+        w = _pow(torch.lerp(p, q, t), gamma)
+    else:
+        w = _pow(torch.lerp(-p, q, t).abs(), gamma)
+    if alpha is not None:
+        w = w * (t * (2 * alpha - 1) + (1 - alpha))
+    return w
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / max(loss.numel(), 1)  # mean of nothing is 0, not NaN
+
+
+def _composite(
+    kind: str,
+    x: Tensor,
+    t: Tensor,
+    gamma: float,
+    alpha: Optional[Tensor],
+    reduction: str,
+    elementwise: Optional[Tensor] = None,
+    pos_weight: Optional[Tensor] = None,
+    weight: Optional[Tensor] = None,
+) -> Tensor:
+    ctype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xc, tc = x.to(ctype), t.to(ctype)
+    if elementwise is None:
+        pw = None if pos_weight is None else pos_weight.to(ctype)
+        w = None if weight is None else weight.to(ctype)
+        elementwise = F.binary_cross_entropy_with_logits(xc, tc, weight=w, pos_weight=pw, reduction="none")
+    a = None if alpha is None else alpha.to(device=x.device, dtype=ctype)
+    loss = elementwise.to(ctype) * _composite_weight(kind, xc, tc, gamma, a)
+    return _reduce(loss, reduction).to(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# functional API
+# --------------------------------------------------------------------------------------------------
+
+
+def _alpha_tensor(alpha: Union[None, float, Tensor]) -> Optional[Tensor]:
+    if alpha is None:
+        return None
+    if isinstance(alpha, float):
+        return torch.tensor(alpha, dtype=torch.float64)
+    return alpha
+
+
+def _sigmoid_family(
+    kind: str,
+    inputs: Tensor,
+    targets: Tensor,
+    gamma: float,
+    alpha: Union[None, float, Tensor],
+    reduction: str,
+    pos_weight: Optional[Tensor],
+    weight: Optional[Tensor],
+) -> Tensor:
+    if not isinstance(inputs, Tensor) or not isinstance(targets, Tensor):
+        raise TypeError("inputs and targets must be tensors")
+    if targets.shape != inputs.shape:
+        raise ValueError(f"Target size ({tuple(targets.shape)}) must be the same as input size "
+                         f"({tuple(inputs.shape)})")
+    if not inputs.is_floating_point():
+        raise TypeError(f"inputs must be a floating-point tensor, got {inputs.dtype}")
+    if pos_weight is not None and bool((pos_weight == 1).all()):
+        pos_weight = None  # YOLOv5 always passes pos_weight=[1.0]; the formula is then plain BCE
+    alpha_t = _alpha_tensor(alpha)
+    needs_composite = any(
+        v is not None and v.requires_grad for v in (targets, pos_weight, weight, alpha_t)
+    )
+    if needs_composite:
+        return _composite(kind, inputs, targets, gamma, alpha_t, reduction, pos_weight=pos_weight, weight=weight)
+    spec = _Spec(kind, gamma, reduction)
+    if torch.is_grad_enabled() and inputs.requires_grad:
+        return _FusedSigmoidLoss.apply(inputs, targets, spec, alpha_t, pos_weight, weight)
+    loss, _ = _fused_forward(inputs, targets, spec, alpha_t, pos_weight, weight, False)
+    return loss
+
+
+def sigmoid_focal_loss(
+    inputs: Tensor,
+    targets: Tensor,
+    gamma: float = 2.0,
+    alpha: AlphaLike = 0.25,
+    reduction: str = "none",
+    pos_weight: Optional[Tensor] = None,
+    weight: Optional[Tensor] = None,
+) -> Tensor:
+    """Focal loss of RetinaNet (https://arxiv.org/abs/1708.02002), numerically stable for any gamma >= 0.
+
+    ``loss = alpha_t * (1 - p_t) ** gamma * BCE(inputs, targets)`` element-wise, then reduced.
+
+    Note the argument order differs from ``torchvision.ops.sigmoid_focal_loss`` (alpha, gamma): pass
+    them by keyword when porting code.
+
+    Args:
+        inputs: logits, any shape, floating point.
+        targets: same shape; 0/1 labels or soft targets in [0, 1] (soft targets bias the optimum of
+            this loss away from ``p = t``; use :func:`quality_focal_loss` for them).
+        gamma: focusing exponent, finite and >= 0. ``0`` disables the modulating factor.
+        alpha: weight of positives (negatives get ``1 - alpha``): a float in [0, 1], a per-class
+            sequence/tensor broadcast along the last dim, or ``-1``/``None`` to disable.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'`` (``'mean'`` of an empty input is 0).
+        pos_weight, weight: as in :func:`torch.nn.functional.binary_cross_entropy_with_logits`; they
+            weight the BCE term, the focal factors multiply on top (as in YOLOv5's ``FocalLoss``).
+
+    Returns:
+        Loss in the dtype of ``inputs``; shape of ``inputs`` for ``'none'``, a scalar otherwise.
+    """
+    return _sigmoid_family("focal", inputs, targets, _check_gamma(gamma), _check_alpha(alpha),
+                           _check_reduction(reduction), pos_weight, weight)
+
+
+def quality_focal_loss(
+    inputs: Tensor,
+    targets: Tensor,
+    gamma: float = 2.0,
+    alpha: AlphaLike = None,
+    reduction: str = "none",
+    pos_weight: Optional[Tensor] = None,
+    weight: Optional[Tensor] = None,
+) -> Tensor:
+    """Quality focal loss (GFL, https://arxiv.org/abs/2006.04388), for soft targets such as IoU.
+
+    ``loss = alpha_t * |targets - sigmoid(inputs)| ** gamma * BCE(inputs, targets)`` element-wise.
+    Defaults follow the paper (``beta = gamma = 2``, no alpha); :class:`QFocalLoss` keeps YOLOv5's
+    ``gamma = 1.5, alpha = 0.25``. Minimised at ``p = t`` for every target in [0, 1]. At ``p == t``
+    exactly (the cusp of ``|t - p| ** gamma`` for ``gamma < 1``) the gradient is taken as 0.
+
+    Shapes, dtypes, ``alpha``, ``reduction``, ``pos_weight`` and ``weight`` as in
+    :func:`sigmoid_focal_loss`.
+    """
+    return _sigmoid_family("qfocal", inputs, targets, _check_gamma(gamma), _check_alpha(alpha),
+                           _check_reduction(reduction), pos_weight, weight)
+
+
+def varifocal_loss(
+    inputs: Tensor,
+    targets: Tensor,
+    gamma: float = 2.0,
+    alpha: AlphaLike = 0.75,
+    reduction: str = "none",
+    pos_weight: Optional[Tensor] = None,
+    weight: Optional[Tensor] = None,
+) -> Tensor:
+    """Varifocal loss (VarifocalNet, https://arxiv.org/abs/2008.13367), ``iou_weighted=True``.
+
+    Element-wise ``BCE(inputs, q) * (q if q > 0 else alpha * sigmoid(inputs) ** gamma)`` with target
+    ``q`` (the IoU-aware score of a positive, 0 for negatives). Positives are weighted by their
+    target, negatives are down-weighted focal-style; ``alpha`` (default 0.75) scales the *negatives*,
+    unlike the focal loss's alpha. A per-class ``alpha`` scales each class's negatives; ``-1``/``None``
+    means 1. Minimised at ``p = q`` on positives.
+
+    Shapes, dtypes, ``reduction``, ``pos_weight`` and ``weight`` as in :func:`sigmoid_focal_loss`.
+    """
+    return _sigmoid_family("varifocal", inputs, targets, _check_gamma(gamma), _check_alpha(alpha),
+                           _check_reduction(reduction), pos_weight, weight)
+
+
+# --------------------------------------------------------------------------------------------------
+# softmax (multi-class) focal loss
+# --------------------------------------------------------------------------------------------------
+
+
+class _SoftmaxFocalTerm(torch.autograd.Function):
+    """``f(z) = -(1 - e^z) ** gamma * z`` for ``z = log p_y <= 0``, with a stable analytic derivative.
+
+    ``f'(z) = u**g * (g * e^z * z / u - 1)`` with ``u = -expm1(z)``; ``z / u`` tends to -1 as ``z -> 0``
+    and is finite elsewhere, so the derivative is finite for every ``g >= 0`` (autograd through
+    ``u ** g`` would give ``inf * 0`` at ``p_y = 1`` for ``g < 1``).
+    """
+
+    @staticmethod
+    def forward(ctx, z, gamma):  # type: ignore[override]
+        z = z.clamp_max(0.0)
+        u = torch.expm1(z).neg_()
+        mod = _pow_into(torch.empty_like(u), u, gamma) if gamma != 0 else torch.ones_like(u)
+        ctx.gamma = gamma
+        ctx.save_for_backward(z, u, mod)
+        return -(mod * z)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):  # type: ignore[override]
+        z, u, mod = ctx.saved_tensors
+        g = ctx.gamma
+        if g == 0:
+            return -grad_out, None
+        ratio = z / u.clamp_min(torch.finfo(u.dtype).tiny)  # mod == 0 wherever u hits the clamp
+        return grad_out * mod * (g * torch.exp(z) * ratio - 1.0), None
+
+
+def _check_class_alpha(alpha: object, classes: int) -> Optional[Tensor]:
+    if alpha is None:
+        return None
+    if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool) and float(alpha) == -1:
+        return None
+    if isinstance(alpha, numbers.Real) or (isinstance(alpha, Tensor) and alpha.dim() == 0):
+        raise ValueError(
+            f"alpha for softmax_focal_loss must be a per-class sequence of {classes} weights >= 0, "
+            f"or None/-1; got the scalar {alpha!r} (a scalar is ambiguous: kornia gives class 0 "
+            f"1 - alpha and the others alpha)")
+    try:
+        values = torch.as_tensor(alpha, dtype=torch.float64) if not isinstance(alpha, Tensor) else alpha
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"alpha must be a per-class sequence of weights >= 0 or None; got {alpha!r}") from exc
+    if values.dim() != 1 or values.numel() != classes:
+        raise ValueError(f"alpha must have one weight per class ({classes}), got shape {tuple(values.shape)}")
+    with torch.no_grad():
+        if not bool(((values >= 0) & torch.isfinite(values)).all()):
+            raise ValueError(f"alpha must hold finite weights >= 0, got {values.tolist()!r}")
+    return values
+
+
+def softmax_focal_loss(
+    logits: Tensor,
+    target: Tensor,
+    gamma: float = 2.0,
+    alpha: Optional[Union[Sequence[float], Tensor]] = None,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+) -> Tensor:
+    """Multi-class focal loss from ``log_softmax``: ``-alpha_y * (1 - p_y) ** gamma * log p_y``.
+
+    Args:
+        logits: ``(N, C)``, ``(N, C, d1, ..., dk)`` or ``(C,)``, like :func:`torch.nn.functional.cross_entropy`.
+        target: class indices, ``(N)``, ``(N, d1, ..., dk)`` or ``()``; ``ignore_index`` entries are skipped.
+        gamma: finite and >= 0; with ``gamma = 0`` and ``alpha = None`` this equals ``F.cross_entropy``.
+        alpha: ``None``/``-1`` or one weight >= 0 per class (a scalar is rejected as ambiguous).
+        reduction: ``'none'`` (target-shaped, 0 at ignored entries) | ``'sum'`` | ``'mean'``.
+
+    ``'mean'`` divides by the number of non-ignored targets (a plain mean of the alpha-weighted terms,
+    not ``F.cross_entropy``'s ``sum / sum(weight)``); with no valid target it returns 0 (not NaN) with a
+    zero gradient. Computed in float32 for half inputs; returned in the dtype of ``logits``.
+    """
+    gamma = _check_gamma(gamma)
+    reduction = _check_reduction(reduction)
+    if logits.dim() == 0:
+        raise ValueError("logits must have a class dimension")
+    class_dim = 0 if logits.dim() == 1 else 1
+    classes = logits.shape[class_dim]
+    a = _check_class_alpha(alpha, classes)
+    if target.dtype.is_floating_point or target.dtype == torch.bool:
+        raise TypeError(f"target must hold integer class indices, got {target.dtype}")
+    expected = logits.shape[:class_dim] + logits.shape[class_dim + 1:]
+    if target.shape != expected:
+        raise ValueError(f"target shape {tuple(target.shape)} does not match logits shape "
+                         f"{tuple(logits.shape)} (expected {tuple(expected)})")
+    ctype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    logp = F.log_softmax(logits.to(ctype), dim=class_dim)
+    valid = target != ignore_index
+    index = target.masked_fill(~valid, 0).long()
+    if bool(((index < 0) | (index >= classes)).any()):
+        raise ValueError(f"target holds class indices outside [0, {classes}) that are not ignore_index")
+    z = logp.gather(class_dim, index.unsqueeze(class_dim)).squeeze(class_dim)
+    loss = _SoftmaxFocalTerm.apply(z, gamma)
+    if a is not None:
+        loss = loss * a.to(device=loss.device, dtype=ctype)[index]
+    loss = torch.where(valid, loss, torch.zeros((), dtype=ctype, device=loss.device))
+    if reduction == "none":
+        out = loss
+    elif reduction == "sum":
+        out = loss.sum()
+    else:
+        out = loss.sum() / valid.sum().clamp_min(1).to(ctype)
+    return out.to(logits.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# nn.Module wrappers (YOLOv5-compatible)
+# --------------------------------------------------------------------------------------------------
+
+
+def _is_plain_bce(module: nn.Module) -> bool:
+    return isinstance(module, nn.BCEWithLogitsLoss) and type(module).forward is nn.BCEWithLogitsLoss.forward
+
+
+class _FocalFamily(nn.Module):
+    """Shared machinery of the YOLOv5-style wrappers; see the subclasses for the formulas."""
+
+    _kind = "focal"
+
+    def __init__(self, loss_fcn: nn.Module, gamma: float, alpha: AlphaLike):
+        super().__init__()
+        if not isinstance(loss_fcn, nn.Module) or not hasattr(loss_fcn, "reduction"):
+            raise TypeError(f"loss_fcn must be an nn.BCEWithLogitsLoss (a module with a 'reduction'), "
+                            f"got {type(loss_fcn).__name__}")
+        self.loss_fcn = loss_fcn
+        self.gamma = gamma
+        self.alpha = alpha
+        self.reduction = loss_fcn.reduction
+        self.loss_fcn.reduction = "none"  # the wrapper reduces the weighted elements itself
+
+    @property
+    def gamma(self) -> float:
+        return self._gamma
+
+    @gamma.setter
+    def gamma(self, value: float) -> None:
+        self.__dict__["_gamma"] = _check_gamma(value)
+
+    @property
+    def alpha(self) -> Union[None, float, Tensor]:
+        """``None`` (disabled), a float, or a 1-D per-class tensor."""
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: AlphaLike) -> None:
+        self.__dict__["_alpha"] = _check_alpha(value)
+
+    @property
+    def reduction(self) -> str:
+        return self._reduction
+
+    @reduction.setter
+    def reduction(self, value: str) -> None:
+        self.__dict__["_reduction"] = _check_reduction(value)
+
+    def forward(self, pred: Tensor, true: Tensor) -> Tensor:
+        alpha = self._alpha
+        if _is_plain_bce(self.loss_fcn):
+            return _sigmoid_family(self._kind, pred, true, self._gamma, alpha, self._reduction,
+                                   self.loss_fcn.pos_weight, self.loss_fcn.weight)
+        elementwise = self.loss_fcn(pred, true)
+        return _composite(self._kind, pred, true, self._gamma, _alpha_tensor(alpha), self._reduction,
+                          elementwise=elementwise)
+
+    def extra_repr(self) -> str:
+        text = f"gamma={self._gamma:g}, alpha={_alpha_repr(self._alpha)}, reduction={self._reduction!r}"
+        pw = getattr(self.loss_fcn, "pos_weight", None)
+        if isinstance(pw, Tensor):
+            values = pw.detach().cpu().flatten().tolist()
+            text += f", pos_weight={values if len(values) <= 6 else values[:6] + ['...']}"
+        return text
+
+
+class FocalLoss(_FocalFamily):
+    """Focal loss around ``nn.BCEWithLogitsLoss``: ``alpha_t * (1 - p_t) ** gamma * BCE``.
+
+    Drop-in for YOLOv5's ``FocalLoss(loss_fcn, gamma=1.5, alpha=0.25)``: same constructor, same
+    values where YOLOv5's are finite (the BCE term includes ``loss_fcn``'s ``pos_weight``/``weight``),
+    finite loss and gradient everywhere. ``alpha=-1`` or ``None`` removes ``alpha_t``; with
+    ``gamma=0`` it is then exactly the wrapped BCE. Soft targets bias the optimum away from ``p = t``
+    (p = 0.724 for t = 0.6, gamma 2): prefer :class:`QFocalLoss` or :class:`VFLoss` for them.
+
+    ``reduction``, ``gamma`` and ``alpha`` may be reassigned at any time and are validated on
+    assignment. Shapes: ``pred`` and ``true`` of the same shape; per-class alpha along the last dim.
+    """
+
+    _kind = "focal"
+
+    def __init__(self, loss_fcn: nn.Module, gamma: float = 1.5, alpha: AlphaLike = 0.25):
+        super().__init__(loss_fcn, gamma, alpha)
+
+
+class QFocalLoss(_FocalFamily):
+    """Quality focal loss around ``nn.BCEWithLogitsLoss``: ``alpha_t * |t - p| ** gamma * BCE``.
+
+    Drop-in for YOLOv5's ``QFocalLoss(loss_fcn, gamma=1.5, alpha=0.25)`` (which keeps ``alpha_t``,
+    unlike the GFL paper; pass ``alpha=None`` for the paper's form). Minimised at ``p = t`` for soft
+    targets such as YOLOv5's IoU objectness target.
+    """
+
+    _kind = "qfocal"
+
+    def __init__(self, loss_fcn: nn.Module, gamma: float = 1.5, alpha: AlphaLike = 0.25):
+        super().__init__(loss_fcn, gamma, alpha)
+
+
+class VFLoss(_FocalFamily):
+    """Varifocal loss around ``nn.BCEWithLogitsLoss``: ``BCE * (q if q > 0 else alpha * p ** gamma)``.
+
+    VarifocalNet's definition (``iou_weighted=True``): positives (target ``q > 0``, typically the IoU)
+    are weighted by ``q``, negatives (``q <= 0``) by ``alpha * p ** gamma``; ``alpha`` (0.75) weighs the
+    negatives. The wrapped loss's reduction is applied to the weighted elements (the widely copied
+    snippet that leaves the inner reduction at 'mean' multiplies a weight onto a reduced scalar).
+    """
+
+    _kind = "varifocal"
+
+    def __init__(self, loss_fcn: nn.Module, gamma: float = 2.0, alpha: AlphaLike = 0.75):
+        super().__init__(loss_fcn, gamma, alpha)
