@@ -1,0 +1,470 @@
+"""``yolo-focal report``: does any focal setting beat the baseline, with evidence.
+
+One row per (loss, gamma, alpha) - the baseline first - with, over seeds: the mean and standard
+deviation of mAP50-95 and mAP50 (at the epoch YOLOv5 saved ``best.pt`` from), epochs run, pruned
+and failed runs, and the difference to the baseline with Welch's t-test (p-value and 95% CI).
+Written as ``report.md``, ``report.csv`` and ``report.json``, plus ``heatmap.png`` (mean mAP50-95
+over gamma x alpha, one panel per loss) and ``best_hyp.yaml`` (ready for ``--hyp``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .space import BASELINE, SweepError, Unit, fmt_value
+from .stats import WelchResult, mean, std, welch
+from .study import Outcome, Plan, classify, default_storage_url, load_study, open_storage, redact_url, trial_run, trial_unit, unit_statuses
+
+__all__ = ["Row", "Report", "build_report", "write_report", "add_arguments", "run_from_args", "SIGNIFICANCE"]
+
+SIGNIFICANCE = 0.05
+
+
+@dataclass
+class Row:
+    setting: str
+    loss: str
+    gamma: Optional[float]
+    alpha: Optional[float]
+    seeds: int  # units planned/seen for this setting
+    n: int  # completed runs (the statistics use these)
+    map50_95: List[float] = field(default_factory=list)
+    map50: List[float] = field(default_factory=list)
+    epochs: List[int] = field(default_factory=list)
+    failed: int = 0
+    pruned: int = 0
+    pending: int = 0  # running or queued
+    failures: List[str] = field(default_factory=list)
+    test: Optional[WelchResult] = None
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.loss == BASELINE
+
+    @property
+    def mean_map(self) -> float:
+        return mean(self.map50_95)
+
+    @property
+    def std_map(self) -> float:
+        return std(self.map50_95)
+
+    @property
+    def mean_map50(self) -> float:
+        return mean(self.map50)
+
+    @property
+    def std_map50(self) -> float:
+        return std(self.map50)
+
+    def label(self) -> str:
+        if self.is_baseline:
+            return "baseline (stock YOLOv5 BCE)"
+        if self.loss == "bce":
+            return "bce (fl_loss: bce)"
+        return f"{self.loss} gamma={fmt_value(self.gamma)} alpha={fmt_value(self.alpha)}"
+
+    def to_json(self) -> Dict[str, Any]:
+        t = self.test
+        return {
+            "setting": self.setting,
+            "loss": self.loss,
+            "gamma": self.gamma,
+            "alpha": self.alpha,
+            "seeds": self.seeds,
+            "n": self.n,
+            "map50_95_mean": _num(self.mean_map),
+            "map50_95_std": _num(self.std_map),
+            "map50_mean": _num(self.mean_map50),
+            "map50_std": _num(self.std_map50),
+            "map50_95_values": self.map50_95,
+            "map50_values": self.map50,
+            "epochs": self.epochs,
+            "failed": self.failed,
+            "pruned": self.pruned,
+            "pending": self.pending,
+            "failures": self.failures,
+            "diff_vs_baseline": None if t is None else _num(t.diff),
+            "p_value": None if t is None else _num(t.p),
+            "ci95": None if t is None else [_num(t.ci_low), _num(t.ci_high)],
+            "t": None if t is None else _num(t.t),
+            "df": None if t is None else _num(t.df),
+            "significant": None if t is None else t.significant(SIGNIFICANCE),
+        }
+
+
+def _num(x: float) -> Optional[float]:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+@dataclass
+class Report:
+    study: str
+    storage: str
+    plan: Plan
+    rows: List[Row]
+    verdict: str
+    best: Optional[Row]
+    counts: Dict[str, int]
+
+    @property
+    def baseline(self) -> Optional[Row]:
+        return next((r for r in self.rows if r.is_baseline), None)
+
+
+def _sort_key(row: Row) -> Tuple[int, str, float, float]:
+    return (0 if row.is_baseline else 1, row.loss, row.gamma if row.gamma is not None else -1.0, row.alpha if row.alpha is not None else -1.0)
+
+
+def build_report(trials: Sequence[Any], plan: Plan, study: str = "", storage: str = "") -> Report:
+    """The report's numbers from a study's trials (FrozenTrials with ``unit``/``run`` attributes)."""
+    statuses = unit_statuses(trials)
+    rows: Dict[str, Row] = {}
+    counts: Dict[str, int] = {}
+    for key, st in statuses.items():
+        unit = st.unit
+        row = rows.get(unit.setting)
+        if row is None:
+            row = rows[unit.setting] = Row(unit.setting, unit.loss, unit.gamma, unit.alpha, 0, 0)
+        row.seeds += 1
+        state = st.state
+        counts[state] = counts.get(state, 0) + 1
+        final = st.final
+        if state == Outcome.COMPLETE and final is not None:
+            run = trial_run(final)
+            m = run.get("map50_95", final.value)
+            if m is None or not math.isfinite(float(m)):
+                continue
+            row.n += 1
+            row.map50_95.append(float(m))
+            row.map50.append(float(run.get("map50", math.nan)))
+            row.epochs.append(int(run.get("epochs_run", 0)))
+        elif state == Outcome.PRUNED and final is not None:
+            row.pruned += 1
+            row.epochs.append(int(trial_run(final).get("epochs_run", len(final.intermediate_values))))
+        elif state == Outcome.FAILED:
+            row.failed += 1
+            reason = trial_run(final).get("reason") if final is not None else f"interrupted more than {len(st.trials) - 1} times"
+            row.failures.append(f"seed {unit.seed}: {reason or 'unknown'}")
+        else:
+            row.pending += 1
+    ordered = sorted(rows.values(), key=_sort_key)
+    base = next((r for r in ordered if r.is_baseline), None)
+    for row in ordered:
+        if row is not base and base is not None:
+            row.test = welch(row.map50_95, base.map50_95)
+    verdict, best = _verdict(ordered, base)
+    return Report(study=study, storage=storage, plan=plan, rows=ordered, verdict=verdict, best=best, counts=counts)
+
+
+def _verdict(rows: List[Row], base: Optional[Row]) -> Tuple[str, Optional[Row]]:
+    scored = [r for r in rows if r.n > 0]
+    if not scored:
+        return "No completed runs yet: nothing to compare.", None
+    best = max(scored, key=lambda r: r.mean_map)
+    if base is None or base.n == 0:
+        return (f"The baseline has no completed run, so nothing can be compared with it. "
+                f"Highest mean mAP50-95: {best.label()} ({best.mean_map:.4f})."), best
+    others = [r for r in scored if not r.is_baseline]
+    winners = [r for r in others if r.test is not None and r.test.significant(SIGNIFICANCE) and r.test.diff > 0]
+    if winners:
+        top = max(winners, key=lambda r: r.mean_map)
+        t = top.test
+        assert t is not None
+        extra = f" {len(winners) - 1} other setting(s) also beat it significantly." if len(winners) > 1 else ""
+        return (f"{top.label()} beats the baseline: mAP50-95 {top.mean_map:.4f} vs {base.mean_map:.4f} "
+                f"({t.diff:+.4f}, 95% CI [{t.ci_low:+.4f}, {t.ci_high:+.4f}], Welch p = {t.p:.3g}, "
+                f"{top.n} vs {base.n} seeds).{extra}"), top
+    higher = [r for r in others if r.mean_map > base.mean_map]
+    if not higher:
+        return (f"No setting beats the baseline: every focal-loss setting scored a lower mean mAP50-95 than "
+                f"stock YOLOv5 BCE ({base.mean_map:.4f}, {base.n} seeds). Keep fl_gamma: 0."), base
+    top = max(higher, key=lambda r: r.mean_map)
+    t = top.test
+    why = (f"Welch p = {t.p:.3g}, 95% CI of the difference [{t.ci_low:+.4f}, {t.ci_high:+.4f}] includes 0"
+           if t is not None else f"a significance test needs >= 2 completed seeds on both sides ({top.n} vs {base.n})")
+    return (f"No setting beats the baseline significantly. Highest mean: {top.label()} with mAP50-95 "
+            f"{top.mean_map:.4f} vs {base.mean_map:.4f} ({top.mean_map - base.mean_map:+.4f}), but {why}. "
+            f"Run more seeds (--seeds) or epochs before switching from BCE."), top
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _pm(m: float, s: float) -> str:
+    if not math.isfinite(m):
+        return "-"
+    return f"{m:.4f} ± {s:.4f}" if math.isfinite(s) else f"{m:.4f}"
+
+
+def _epochs(values: Sequence[int]) -> str:
+    if not values:
+        return "-"
+    lo, hi = min(values), max(values)
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def table_rows(report: Report) -> List[Dict[str, str]]:
+    out = []
+    for r in report.rows:
+        t = r.test
+        if r.is_baseline:
+            diff = p = ci = sig = "(reference)"
+        elif t is None:
+            diff = f"{r.mean_map - report.baseline.mean_map:+.4f}" if report.baseline and r.n and report.baseline.n else "-"
+            p, ci, sig = "n/a", "n/a", "n/a (needs ≥2 seeds each)" if r.n else "-"
+        else:
+            diff = f"{t.diff:+.4f}"
+            p = f"{t.p:.3g}"
+            ci = f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]"
+            sig = ("yes, better" if t.diff > 0 else "yes, worse") if t.significant(SIGNIFICANCE) else "no"
+        out.append({
+            "loss": r.loss,
+            "gamma": "-" if r.is_baseline else fmt_value(r.gamma),
+            "alpha": "-" if r.is_baseline or r.alpha is None else fmt_value(r.alpha),
+            "runs": f"{r.n}/{r.seeds}",
+            "mAP50-95": _pm(r.mean_map, r.std_map),
+            "mAP50": _pm(r.mean_map50, r.std_map50),
+            "epochs": _epochs(r.epochs),
+            "failed": str(r.failed),
+            "pruned": str(r.pruned),
+            "Δ mAP50-95": diff,
+            "95% CI": ci,
+            "p (Welch)": p,
+            "significant": sig,
+        })
+    return out
+
+
+def to_markdown(report: Report, heatmap: Optional[str] = None, best_hyp: Optional[str] = None) -> str:
+    plan = report.plan
+    s = plan.settings
+    space = plan.search_space()
+    c = report.counts
+    lines = [
+        f"# Focal-loss sweep report: `{report.study}`",
+        "",
+        f"**Verdict:** {report.verdict}",
+        "",
+        f"- search space: {space.describe()}",
+        f"- training: data `{Path(str(s.get('data', ''))).name}`, cfg `{s.get('cfg') or '-'}`, weights `{s.get('weights') or 'scratch'}`, "
+        f"{s.get('epochs')} epochs, img {s.get('img')}, batch {s.get('batch_size')}"
+        + (f", extra flags `{' '.join(s.get('train_args') or [])}`" if s.get("train_args") else ""),
+        f"- units: {c.get('complete', 0)} complete, {c.get('failed', 0)} failed, {c.get('pruned', 0)} pruned, "
+        f"{c.get('running', 0) + c.get('waiting', 0) + c.get('missing', 0)} not finished",
+        "- metric: mAP50-95 and mAP50 on the val set at the epoch YOLOv5 kept as best.pt; mean ± sample std over seeds",
+        f"- Δ: mean difference to the baseline (stock YOLOv5 BCE: no fl_* keys, fl_gamma 0); 95% CI and two-sided "
+        f"p from Welch's t-test over seeds; significant at p < {SIGNIFICANCE}",
+        "",
+    ]
+    rows = table_rows(report)
+    if rows:
+        headers = list(rows[0].keys())
+        lines.append("| " + " | ".join(headers) + " |")
+        lines.append("|" + "|".join("---" for _ in headers) + "|")
+        for r in rows:
+            lines.append("| " + " | ".join(r[h] for h in headers) + " |")
+        lines.append("")
+    failures = [(r, f) for r in report.rows for f in r.failures]
+    if failures:
+        lines.append("## Failed runs")
+        lines.append("")
+        for r, f in failures:
+            lines.append(f"- {r.label()}, {f}")
+        lines.append("")
+    if heatmap:
+        lines += [f"![mean mAP50-95 over gamma x alpha]({heatmap})", ""]
+    if best_hyp and report.best is not None:
+        lines += [f"Best setting as a ready hyp: `{best_hyp}` ({report.best.label()}).", ""]
+    lines.append(f"Storage: `{redact_url(report.storage)}`")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(report: Report, path: Path) -> None:
+    fields = ["loss", "gamma", "alpha", "seeds", "n", "map50_95_mean", "map50_95_std", "map50_mean", "map50_std",
+              "epochs_min", "epochs_max", "failed", "pruned", "pending", "diff_vs_baseline", "ci95_low", "ci95_high",
+              "p_value", "significant"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in report.rows:
+            j = r.to_json()
+            w.writerow({
+                "loss": r.loss, "gamma": "" if r.gamma is None else r.gamma, "alpha": "" if r.alpha is None else r.alpha,
+                "seeds": r.seeds, "n": r.n,
+                "map50_95_mean": _cell(j["map50_95_mean"]), "map50_95_std": _cell(j["map50_95_std"]),
+                "map50_mean": _cell(j["map50_mean"]), "map50_std": _cell(j["map50_std"]),
+                "epochs_min": min(r.epochs) if r.epochs else "", "epochs_max": max(r.epochs) if r.epochs else "",
+                "failed": r.failed, "pruned": r.pruned, "pending": r.pending,
+                "diff_vs_baseline": _cell(j["diff_vs_baseline"]),
+                "ci95_low": _cell(j["ci95"][0]) if j["ci95"] else "", "ci95_high": _cell(j["ci95"][1]) if j["ci95"] else "",
+                "p_value": _cell(j["p_value"]), "significant": "" if j["significant"] is None else j["significant"],
+            })
+
+
+def _cell(x: Optional[float]) -> str:
+    return "" if x is None else f"{x:.6g}"
+
+
+def write_heatmap(report: Report, path: Path) -> bool:
+    """Mean mAP50-95 over gamma (rows) x alpha (columns), one panel per loss. False if nothing to draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    losses = [l for l in dict.fromkeys(r.loss for r in report.rows if not r.is_baseline and r.loss != "bce")]
+    if not losses:
+        return False
+    base = report.baseline
+    base_mean = base.mean_map if base is not None and base.n else math.nan
+    panels = []
+    finite = [r.mean_map for r in report.rows if r.n and math.isfinite(r.mean_map)]
+    vmin, vmax = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    if vmin == vmax:
+        vmin, vmax = vmin - 1e-3, vmax + 1e-3
+    for loss in losses:
+        rows = [r for r in report.rows if r.loss == loss]
+        gammas = sorted({r.gamma for r in rows if r.gamma is not None})
+        alphas = sorted({r.alpha for r in rows if r.alpha is not None})
+        panels.append((loss, rows, gammas, alphas))
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.8, 1.3 * max(len(p[3]) for p in panels) + 2.6) * len(panels), 0.75 * max(len(p[2]) for p in panels) + 2.4), squeeze=False)
+    image = None
+    for ax, (loss, rows, gammas, alphas) in zip(axes[0], panels):
+        grid = np.full((len(gammas), len(alphas)), np.nan)
+        text: Dict[Tuple[int, int], str] = {}
+        for r in rows:
+            if r.gamma not in gammas or r.alpha not in alphas:
+                continue
+            i, j = gammas.index(r.gamma), alphas.index(r.alpha)
+            if r.n:
+                grid[i, j] = r.mean_map
+                mark = ""
+                if r.test is not None and r.test.significant(SIGNIFICANCE):
+                    mark = "▲" if r.test.diff > 0 else "▼"
+                delta = f"\n{r.mean_map - base_mean:+.4f}" if math.isfinite(base_mean) else ""
+                text[(i, j)] = f"{r.mean_map:.4f}{mark}{delta}"
+            else:
+                text[(i, j)] = "failed" if r.failed else ("pruned" if r.pruned else "…")
+        image = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto", origin="lower")
+        ax.set_xticks(range(len(alphas)), [fmt_value(a) for a in alphas])
+        ax.set_yticks(range(len(gammas)), [fmt_value(g) for g in gammas])
+        ax.set_xlabel("fl_alpha")
+        ax.set_ylabel("fl_gamma")
+        ax.set_title(f"fl_loss: {loss}")
+        for (i, j), label in text.items():
+            value = grid[i, j]
+            light = not math.isfinite(value) or (value - vmin) / (vmax - vmin) < 0.55
+            ax.text(j, i, label, ha="center", va="center", fontsize=8, color="white" if light else "black")
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), label="mean mAP50-95 over seeds")
+    base_text = f"baseline (stock BCE) {base_mean:.4f}" if math.isfinite(base_mean) else "baseline: no completed run"
+    fig.suptitle(f"{report.study}: mean mAP50-95; second line Δ vs {base_text}; ▲/▼ Welch p<{SIGNIFICANCE}", fontsize=9)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def best_hyp(report: Report) -> Optional[Dict[str, Any]]:
+    """The best setting's hyp (the study's hyp with its fl_* values); the stock hyp if that is the baseline."""
+    if report.best is None:
+        return None
+    r = report.best
+    unit = Unit(r.loss, r.gamma, r.alpha, 0)
+    return unit.hyp(report.plan.base_hyp)
+
+
+def write_best_hyp(report: Report, path: Path) -> bool:
+    import yaml
+
+    hyp = best_hyp(report)
+    if hyp is None or report.best is None:
+        return False
+    r = report.best
+    t = r.test
+    header = [
+        f"# Best setting of yolo-focal sweep study '{report.study}': {r.label()}",
+        f"# mean mAP50-95 {r.mean_map:.4f} over {r.n} seed(s)"
+        + ("" if t is None else f"; vs baseline {t.diff:+.4f} (Welch p = {t.p:.3g}, "
+           f"{'significant' if t.significant(SIGNIFICANCE) else 'NOT significant'} at {SIGNIFICANCE})"),
+        f"# verdict: {report.verdict}",
+        f"# usage: yolov5 train --hyp {path.name} ...   (with yolo-focal-plugin installed)",
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(_wrap_comment(line) for line in header) + "\n")
+        yaml.safe_dump(hyp, f, sort_keys=False)
+    return True
+
+
+def _wrap_comment(line: str, width: int = 110) -> str:
+    import textwrap
+
+    if len(line) <= width:
+        return line
+    return "\n".join(textwrap.wrap(line, width=width, subsequent_indent="#   "))
+
+
+def write_report(report: Report, out_dir: Path) -> Dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: Dict[str, Path] = {}
+    heat = out_dir / "heatmap.png"
+    if write_heatmap(report, heat):
+        files["heatmap"] = heat
+    hyp = out_dir / "best_hyp.yaml"
+    if write_best_hyp(report, hyp):
+        files["best_hyp"] = hyp
+    md = out_dir / "report.md"
+    md.write_text(to_markdown(report, heatmap=heat.name if "heatmap" in files else None, best_hyp=hyp.name if "best_hyp" in files else None))
+    files["markdown"] = md
+    csv_path = out_dir / "report.csv"
+    write_csv(report, csv_path)
+    files["csv"] = csv_path
+    js = out_dir / "report.json"
+    js.write_text(json.dumps({
+        "study": report.study,
+        "storage": redact_url(report.storage),
+        "verdict": report.verdict,
+        "best": None if report.best is None else report.best.setting,
+        "counts": report.counts,
+        "space": report.plan.space,
+        "settings": report.plan.settings,
+        "significance_level": SIGNIFICANCE,
+        "rows": [r.to_json() for r in report.rows],
+    }, indent=2, default=str) + "\n")
+    files["json"] = js
+    return files
+
+
+def report_study(study_name: str, storage_url: str, out_dir: Optional[Path] = None) -> Tuple[Report, Dict[str, Path]]:
+    storage = open_storage(storage_url, create_dirs=False)
+    study, plan = load_study(storage, study_name)
+    report = build_report(study.get_trials(deepcopy=False), plan, study=study_name, storage=storage_url)
+    if out_dir is None:
+        out_dir = Path(plan.settings.get("runs_dir") or ".") / "report"
+    return report, write_report(report, out_dir)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", default="focal-sweep", help="study name (default: %(default)s)")
+    parser.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///<project>/<study>.db)")
+    parser.add_argument("--project", default="runs/sweep", help="the sweep's --project, to find the default storage (default: %(default)s)")
+    parser.add_argument("--out", default=None, help="output directory (default: <project>/<study>/report)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    storage = args.storage or default_storage_url(Path(args.project), args.study)
+    out = Path(args.out) if args.out else Path(args.project) / args.study / "report"
+    report, files = report_study(args.study, storage, out)
+    print(to_markdown(report, heatmap=str(files.get("heatmap", "")) or None, best_hyp=str(files.get("best_hyp", "")) or None))
+    print("written: " + ", ".join(str(p) for p in files.values()))
+    return 0

@@ -1,0 +1,376 @@
+"""Optuna storage and study: open, create or resume, compare search spaces, read trial records.
+
+Storage is any Optuna RDB URL. The default is an SQLite file next to the runs
+(``sqlite:///<project>/<study>.db``); ``postgresql://user@host:port/db`` lets several machines
+work on one study. Heartbeats (Optuna's own) let a worker see that another one died; Optuna's
+``RetryHeartbeatStaleTrialCallback`` then queues the interrupted unit again.
+
+Each trial carries two user attributes written by the sweep:
+
+* ``unit``: what the trial trains (loss, gamma, alpha, seed, key), set when it is queued.
+* ``run``:  who ran it and how it ended (host, pid, run dir, outcome, metrics, failure reason).
+
+The study carries ``yolo_focal_sweep``: the search space, training settings and hyp it was
+created with, so a second command on the same study can be checked against it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from .space import SearchSpace, SweepError, Unit
+
+__all__ = [
+    "PLAN_ATTR",
+    "PLANNED_ATTR",
+    "Plan",
+    "default_storage_url",
+    "normalize_storage_url",
+    "redact_url",
+    "open_storage",
+    "create_or_load_study",
+    "load_study",
+    "trial_unit",
+    "trial_run",
+    "Outcome",
+    "classify",
+]
+
+PLAN_ATTR = "yolo_focal_sweep"
+PLANNED_ATTR = "yolo_focal_sweep_planned"
+PLAN_FORMAT = 1
+DEFAULT_HEARTBEAT = 15  # seconds between heartbeats of a running trial
+DEFAULT_GRACE = 90  # a RUNNING trial without a heartbeat for this long is stale (its worker died)
+STALE_MAX_RETRY = 3  # a unit whose worker dies more often than this is recorded as failed
+
+_quiet = False
+
+
+def quiet_optuna() -> None:
+    """Optuna logs a line per trial and warns about experimental heartbeats: keep the sweep's own output."""
+    global _quiet
+    if _quiet:
+        return
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message=".*fixed_params.*")
+    warnings.filterwarnings("ignore", message=r".*is already evaluated.*")
+    warnings.filterwarnings("ignore", message=r".*is out of the range.*")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _quiet = True
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def default_storage_url(project: Path, study: str) -> str:
+    """``sqlite:///<abs project>/<study>.db``: the study lives next to its runs."""
+    path = Path(project).expanduser().resolve() / f"{study}.db"
+    return f"sqlite:///{path}"
+
+
+def normalize_storage_url(url: str) -> str:
+    """Accept ``postgres://`` and plain ``postgresql://`` with psycopg 3 (SQLAlchemy defaults to psycopg2)."""
+    url = url.strip()
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for messages and logs)."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def sqlite_path(url: str) -> Optional[Path]:
+    if not url.startswith("sqlite:///"):
+        return None
+    rest = url[len("sqlite:///"):]
+    if not rest or rest.startswith(":memory:"):
+        return None
+    return Path(rest.split("?", 1)[0])
+
+
+def open_storage(
+    url: str,
+    heartbeat_interval: int = DEFAULT_HEARTBEAT,
+    grace_period: Optional[int] = None,
+    create_dirs: bool = True,
+) -> Any:
+    """An Optuna ``RDBStorage`` with heartbeats and stale-trial retry; :class:`SweepError` if unreachable."""
+    import optuna
+
+    quiet_optuna()
+    url = normalize_storage_url(url)
+    scheme = url.split(":", 1)[0]
+    engine_kwargs: Dict[str, Any] = {}
+    path = sqlite_path(url)
+    if scheme.startswith("sqlite"):
+        if path is not None:
+            if create_dirs:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            elif not path.exists():
+                raise SweepError(f"storage {url}: no such database file {path}")
+        engine_kwargs = {"connect_args": {"timeout": 60}}  # wait for another writer instead of failing
+    elif scheme.startswith("postgresql"):
+        engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    elif scheme.startswith("mysql"):
+        engine_kwargs = {"pool_pre_ping": True}
+    else:
+        raise SweepError(f"storage {redact_url(url)}: unsupported URL scheme {scheme!r} (use sqlite:///file.db or postgresql://...)")
+    grace = grace_period if grace_period is not None else max(DEFAULT_GRACE, 4 * heartbeat_interval)
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=STALE_MAX_RETRY),
+        )
+    except ModuleNotFoundError as exc:
+        raise SweepError(f"storage {redact_url(url)}: a database driver is missing ({exc}); for PostgreSQL: pip install 'psycopg[binary]'") from None
+    except Exception as exc:  # sqlalchemy OperationalError, ArgumentError ...
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        text = reason[0] if reason else type(exc).__name__
+        raise SweepError(f"cannot open storage {redact_url(url)}: {text}") from None
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass
+class Plan:
+    """What the study was created for. ``space`` and ``settings`` must match on resume."""
+
+    space: Dict[str, Any]
+    settings: Dict[str, Any]
+    base_hyp: Dict[str, Any]
+    trials: Optional[int] = None
+    created: Dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "format": PLAN_FORMAT,
+            "space": self.space,
+            "settings": self.settings,
+            "base_hyp": self.base_hyp,
+            "trials": self.trials,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Plan":
+        return cls(
+            space=dict(data["space"]),
+            settings=dict(data["settings"]),
+            base_hyp=dict(data.get("base_hyp") or {}),
+            trials=data.get("trials"),
+            created=dict(data.get("created") or {}),
+        )
+
+    def search_space(self) -> SearchSpace:
+        return SearchSpace.from_json(self.space, trials=self.trials)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# informative only: paths may differ between machines (the hyp's contents are compared)
+UNCOMPARED_SETTINGS = ("hyp_file", "runs_dir")
+
+
+def plan_differences(stored: Plan, new: Plan) -> List[str]:
+    """Human-readable differences that make a resume wrong (empty: compatible)."""
+    diffs: List[str] = []
+    for section, a, b in (("search space", stored.space, new.space), ("training setting", stored.settings, new.settings)):
+        for key in sorted(set(a) | set(b)):
+            if section == "training setting" and key in UNCOMPARED_SETTINGS:
+                continue
+            if a.get(key) != b.get(key):
+                diffs.append(f"{section} '{key}': study has {_short(a.get(key))}, this command has {_short(b.get(key))}")
+    if stored.base_hyp != new.base_hyp:
+        keys = sorted(k for k in set(stored.base_hyp) | set(new.base_hyp) if stored.base_hyp.get(k) != new.base_hyp.get(k))
+        diffs.append(f"hyp differs in {', '.join(map(str, keys))}")
+    return diffs
+
+
+def _worker_identity() -> Dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def create_or_load_study(storage: Any, name: str, plan: Plan, wait_for_plan: float = 120.0) -> Tuple[Any, bool]:
+    """Create the study (this process then queues the plan) or load it and check it matches.
+
+    Exactly one process creates a study (the storage's unique name constraint), so the plan is
+    queued once even when several workers start together; the others wait until it is queued.
+    Returns ``(study, created)``.
+    """
+    import optuna
+
+    quiet_optuna()
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=False)
+        plan.created = _worker_identity()
+        study.set_user_attr(PLAN_ATTR, plan.to_json())
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        pass
+    study = optuna.load_study(storage=storage, study_name=name)
+    deadline = time.monotonic() + wait_for_plan
+    while True:
+        stored_json = study.user_attrs.get(PLAN_ATTR)
+        if stored_json is not None or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    if stored_json is None:
+        raise SweepError(
+            f"study {name!r} exists in this storage but was not created by yolo-focal sweep "
+            f"(no {PLAN_ATTR} attribute); use another --study name"
+        )
+    stored = Plan.from_json(stored_json)
+    diffs = plan_differences(stored, plan)
+    if diffs:
+        raise SweepError(
+            f"study {name!r} was created with a different search space or settings, so its results "
+            f"cannot be mixed with this command's:\n  - " + "\n  - ".join(diffs) +
+            "\nRe-run with the study's original options to resume it, or use a new --study name."
+        )
+    if plan.trials is not None and plan.trials != stored.trials:
+        stored.trials = plan.trials  # a sampled sweep may be extended (or shortened) on resume
+        study.set_user_attr(PLAN_ATTR, stored.to_json())
+    return study, False
+
+
+def load_study(storage: Any, name: str) -> Tuple[Any, Plan]:
+    """Load a sweep study for reporting; :class:`SweepError` if it does not exist or is not a sweep."""
+    import optuna
+
+    quiet_optuna()
+    try:
+        study = optuna.load_study(storage=storage, study_name=name)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage=storage)]
+        hint = f"; studies in this storage: {', '.join(names)}" if names else "; the storage has no studies"
+        raise SweepError(f"no study named {name!r}{hint}") from None
+    data = study.user_attrs.get(PLAN_ATTR)
+    if data is None:
+        raise SweepError(f"study {name!r} was not created by yolo-focal sweep (no {PLAN_ATTR} attribute)")
+    return study, Plan.from_json(data)
+
+
+# --------------------------------------------------------------------------- trial records
+
+
+def trial_unit(trial: Any) -> Optional[Unit]:
+    data = trial.user_attrs.get("unit")
+    if not data:
+        return None
+    try:
+        return Unit.from_json(data)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def trial_run(trial: Any) -> Dict[str, Any]:
+    run = trial.user_attrs.get("run")
+    return dict(run) if isinstance(run, dict) else {}
+
+
+class Outcome:
+    """How a trial ended, as the sweep sees it."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    FAILED = "failed"  # a real failure of the unit: final, never re-run
+    INTERRUPTED = "interrupted"  # the worker was stopped or died: the unit runs again
+    DUPLICATE = "duplicate"  # claimed while another trial already had the unit: never trained
+
+    FINAL = (COMPLETE, PRUNED, FAILED)
+
+
+def classify(trial: Any) -> str:
+    from optuna.trial import TrialState
+
+    state = trial.state
+    if state == TrialState.WAITING:
+        return Outcome.WAITING
+    if state == TrialState.RUNNING:
+        return Outcome.RUNNING
+    if state == TrialState.COMPLETE:
+        return Outcome.COMPLETE
+    if state == TrialState.PRUNED:
+        return Outcome.PRUNED
+    outcome = trial_run(trial).get("outcome")
+    if outcome in (Outcome.FAILED, Outcome.DUPLICATE):
+        return outcome
+    return Outcome.INTERRUPTED  # FAIL set by a Ctrl-C, or by Optuna's stale-heartbeat check
+
+
+@dataclass
+class UnitStatus:
+    unit: Unit
+    trials: List[Any] = field(default_factory=list)
+
+    def outcomes(self) -> List[str]:
+        return [classify(t) for t in self.trials]
+
+    @property
+    def final(self) -> Optional[Any]:
+        """The trial that settled this unit (first final one), or None."""
+        for t in sorted(self.trials, key=lambda t: t.number):
+            if classify(t) in Outcome.FINAL:
+                return t
+        return None
+
+    @property
+    def retries_exhausted(self) -> bool:
+        outcomes = self.outcomes()
+        return (
+            Outcome.WAITING not in outcomes
+            and Outcome.RUNNING not in outcomes
+            and outcomes.count(Outcome.INTERRUPTED) > STALE_MAX_RETRY
+        )
+
+    @property
+    def state(self) -> str:
+        final = self.final
+        if final is not None:
+            return classify(final)
+        outcomes = self.outcomes()
+        if Outcome.RUNNING in outcomes:
+            return Outcome.RUNNING
+        if Outcome.WAITING in outcomes:
+            return Outcome.WAITING
+        if self.retries_exhausted:
+            return Outcome.FAILED
+        return "missing"
+
+
+def unit_statuses(trials: Iterable[Any]) -> Dict[str, UnitStatus]:
+    """Trials grouped by unit key (trials without a unit are ignored)."""
+    out: Dict[str, UnitStatus] = {}
+    for t in trials:
+        unit = trial_unit(t)
+        if unit is None:
+            continue
+        out.setdefault(unit.key, UnitStatus(unit)).trials.append(t)
+    return out
