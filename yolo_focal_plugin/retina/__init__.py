@@ -19,6 +19,7 @@ from .anchors import (
     anchors_for_image,
     anchors_per_level,
     cell_anchors,
+    grid_anchor_boxes,
     grid_sizes_for_image,
     num_anchors,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "anchors_per_level",
     "cell_anchors",
     "grid_sizes_for_image",
+    "grid_anchor_boxes",
     "num_anchors",
     "DEFAULT_STRIDES",
     "DEFAULT_BASE_SIZES",

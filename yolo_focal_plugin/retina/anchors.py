@@ -177,3 +177,39 @@ def num_anchors(
 ) -> int:
     """Number of anchors :func:`anchors_for_image` returns for these settings."""
     return anchors_per_location * sum(h * w for h, w in grid_sizes_for_image(height, width, strides))
+
+
+def grid_anchor_boxes(
+    height: int,
+    width: int,
+    anchor_wh: Sequence[Sequence[Tuple[float, float]]],
+    strides: Sequence[float],
+    *,
+    offset: float = 0.5,
+    dtype: torch.dtype = torch.float32,
+    device: Optional[torch.device] = None,
+) -> Tensor:
+    """Anchor boxes of a YOLO-style head, xyxy ``[A, 4]`` in pixels, for IoU matching.
+
+    ``anchor_wh[l]`` lists the ``(w, h)`` (pixels) of the anchors of level ``l`` with stride
+    ``strides[l]`` (YOLOv5n at P3: ``[(10, 13), (16, 30), (33, 23)]``). Each anchor is placed at
+    every cell centre ``((j + offset) * s, (i + offset) * s)`` of the ``ceil(H / s) x ceil(W / s)``
+    grid. Rows are ordered level, anchor, grid row ``i``, grid column ``j`` -- YOLOv5's
+    prediction layout ``p[l][b, a, i, j]`` -- so row
+    ``sum_{m<l} na * H_m * W_m + (a * H_l + i) * W_l + j`` is slot ``(a, i, j)`` of level ``l``.
+    """
+    if len(anchor_wh) != len(strides):
+        raise ValueError(f"anchor_wh needs one list per level, got {len(anchor_wh)} for {len(strides)} strides")
+    out = []
+    for whs, s in zip(anchor_wh, strides):
+        wh = torch.as_tensor(whs, dtype=torch.float64).reshape(-1, 2)
+        if not (wh > 0).all():
+            raise ValueError(f"anchor sizes must be positive, got {wh.tolist()}")
+        gh, gw = math.ceil(height / s), math.ceil(width / s)
+        cy = (torch.arange(gh, dtype=torch.float64) + offset) * s
+        cx = (torch.arange(gw, dtype=torch.float64) + offset) * s
+        yy, xx = torch.meshgrid(cy, cx, indexing="ij")
+        ctr = torch.stack([xx, yy, xx, yy], -1).reshape(1, -1, 4)
+        half = torch.cat([-wh / 2, wh / 2], 1).reshape(-1, 1, 4)
+        out.append((ctr + half).reshape(-1, 4))
+    return torch.cat(out).to(dtype=dtype, device=device)
