@@ -86,6 +86,16 @@ def test_yolov5_segment_train_is_not_a_no_op(tiny_seg_data, tmp_path, clean_env)
     assert "obj: QFocalLoss" in setup_record(project / "seg")["criteria"]
 
 
+def test_retina_assigner_trains(tiny_data, tmp_path, clean_env):
+    project = tmp_path / "runs"
+    proc = run([str(BIN / "yolov5"), "train", *train_args(tiny_data, project, "retina", hyp="hyp.retina.yaml",
+                                                        extra=["--noplots"])], clean_env, cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    assert_finished(project / "retina")
+    record = setup_record(project / "retina")
+    assert "RetinaMatcher" in record["criteria"] and "IgnoreMasked" in record["criteria"]
+
+
 def test_python_api_install_then_run(tiny_data, tmp_path, clean_env):
     script = tmp_path / "train_api.py"
     script.write_text(textwrap.dedent(f"""

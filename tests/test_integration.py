@@ -264,3 +264,31 @@ def test_train_is_recompiled_with_the_map50s_fix():
     # the segment trainer has no map50s bug and keeps its own function
     seg = yolov5.segment.train.train
     assert seg._yolo_focal_inner is seg.__wrapped__
+
+
+def test_retina_assigner_replaces_targets_on_that_instance_only():
+    from yolo_focal_plugin.integration.retina_assigner import RetinaTargets
+
+    model, preds, targets = model_and_batch(load_hyp(STOCK_HYP, fl_assigner="retina"))
+    compute = loss_module.ComputeLoss(model)
+    assert isinstance(compute.build_targets, RetinaTargets)
+    assert not isinstance(loss_module.ComputeLoss.build_targets, RetinaTargets)  # the class keeps YOLOv5's
+    tcls, tbox, indices, anch = compute.build_targets(preds, targets)
+    positives = sum(len(b) for b, *_ in indices)
+    assert positives >= len(targets)  # every GT got at least one anchor
+    masks = compute.BCEobj.masks
+    assert len(masks) == 3 and masks[0].shape == preds[0].shape[:4]
+    loss, items = compute(preds, targets)
+    assert torch.isfinite(loss).all()
+    stock_model, _, _ = model_and_batch(load_hyp(STOCK_HYP))
+    _, stock_items = loss_module.ComputeLoss(stock_model)(preds, targets)
+    assert not torch.equal(items, stock_items)  # a different assignment gives different losses
+
+
+def test_retina_assigner_refuses_segmentation():
+    import yolov5.utils.segment.loss as seg_loss
+
+    model, _, _ = model_and_batch(load_hyp(STOCK_HYP, fl_assigner="retina"))
+    model.model[-1].nm = 32  # the segment loss reads it; this model is only used to construct the loss
+    with pytest.raises(HypError, match="not segmentation"):
+        seg_loss.ComputeLoss(model)

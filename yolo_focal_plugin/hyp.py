@@ -171,7 +171,9 @@ def parse_focal_hyp(
     if gamma < 0:
         raise _fail("fl_gamma", hyp["fl_gamma"], "expected a finite float >= 0")
 
-    loss = hyp.get("fl_loss", "focal")
+    # without fl_loss, gamma 0 means no modulation at all: plain BCE (YOLOv5's FocalLoss at gamma 0
+    # would still multiply alpha), e.g. for an fl_assigner or fl_norm comparison run
+    loss = hyp.get("fl_loss", "focal" if gamma > 0 else "bce")
     if "fl_loss" in hyp:
         if known_losses is None:
             from .registry import available_losses

@@ -13,7 +13,7 @@ import shutil
 import textwrap
 import types
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List, Optional
 
 from .patching import LEDGER
 
@@ -45,40 +45,72 @@ def _bundled_font() -> Path:
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 
 
+def seed_font_if_missing(font: Any, config_dir: Any) -> None:
+    """Audit 2a: put matplotlib's DejaVuSans where ``check_font`` would download ``font`` to.
+
+    Called by the ``check_font`` wrapper below and by the source patches (``patches/``).
+    """
+    font_path = Path(font)
+    target = Path(config_dir) / font_path.name
+    if not font_path.exists() and not target.exists() and font_path.suffix.lower() == ".ttf":
+        source = _bundled_font()
+        if source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            _note(f"{target.name}: seeded from matplotlib's DejaVuSans.ttf instead of downloaded")
+
+
 def patch_check_font(general: types.ModuleType) -> None:
     """Audit 2a: ``check_font`` downloads Arial.ttf; seed it from matplotlib's DejaVuSans instead."""
     original = general.check_font
 
     @functools.wraps(original)
     def check_font(font: Any = general.FONT, progress: bool = False) -> Any:
-        font_path = Path(font)
-        target = Path(general.CONFIG_DIR) / font_path.name
-        if not font_path.exists() and not target.exists() and font_path.suffix.lower() == ".ttf":
-            source = _bundled_font()
-            if source.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
-                _note(f"{target.name}: seeded from matplotlib's DejaVuSans.ttf instead of downloaded")
+        seed_font_if_missing(font, general.CONFIG_DIR)
         return original(font, progress)
 
     LEDGER.set(general, "check_font", check_font, "yolov5.utils.general.check_font")
 
 
+def resolve_bundled_file(file: Any) -> Optional[str]:
+    """The plugin's bundled hyp for a bare name that is not a local file (``hyp.focal.yaml``), else None.
+
+    Called by the ``check_file`` wrapper below and by the source patches (``patches/``).
+    """
+    if isinstance(file, (str, Path)) and str(file) and not os.path.isfile(str(file)):
+        from ..hyp import resolve_hyp_path
+
+        bundled = resolve_hyp_path(file)
+        if bundled is not None:
+            return str(bundled)
+    return None
+
+
 def patch_check_file(general: types.ModuleType) -> None:
     """Bare hyp names (``--hyp hyp.focal.yaml``) resolve to the plugin's bundled hyps from any directory."""
-    from ..hyp import resolve_hyp_path
-
     original = general.check_file
 
     @functools.wraps(original)
     def check_file(file: Any, suffix: Any = "") -> Any:
-        if isinstance(file, (str, Path)) and str(file) and not os.path.isfile(str(file)):
-            bundled = resolve_hyp_path(file)
-            if bundled is not None:
-                return str(bundled)
-        return original(file, suffix)
+        bundled = resolve_bundled_file(file)
+        return bundled if bundled is not None else original(file, suffix)
 
     LEDGER.set(general, "check_file", check_file, "yolov5.utils.general.check_file")
+
+
+def guarded_hub_download(download: Any, repo_id: Any, *args: Any, **kwargs: Any) -> Any:
+    """Audit 2b: ``download(repo_id, ...)`` (yolov5's hub look-up), skipped for local paths and offline.
+
+    Called by the ``attempt_download_from_hub`` wrapper below and by the source patches (``patches/``).
+    """
+    if Path(str(repo_id)).exists():
+        return None
+    try:
+        return download(repo_id, *args, **kwargs)
+    except Exception as exc:  # requests.ConnectionError, OfflineModeIsEnabled, timeouts ...
+        if type(exc).__name__ in ("ConnectionError", "OfflineModeIsEnabled", "Timeout", "ConnectTimeout") or isinstance(exc, OSError):
+            return None
+        raise
 
 
 def patch_hub_download(downloads: types.ModuleType) -> None:
@@ -87,14 +119,7 @@ def patch_hub_download(downloads: types.ModuleType) -> None:
 
     @functools.wraps(original)
     def attempt_download_from_hub(repo_id: Any, *args: Any, **kwargs: Any) -> Any:
-        if Path(str(repo_id)).exists():
-            return None
-        try:
-            return original(repo_id, *args, **kwargs)
-        except Exception as exc:  # requests.ConnectionError, OfflineModeIsEnabled, timeouts ...
-            if type(exc).__name__ in ("ConnectionError", "OfflineModeIsEnabled", "Timeout", "ConnectTimeout") or isinstance(exc, OSError):
-                return None
-            raise
+        return guarded_hub_download(original, repo_id, *args, **kwargs)
 
     LEDGER.set(downloads, "attempt_download_from_hub", attempt_download_from_hub,
                "yolov5.utils.downloads.attempt_download_from_hub")
@@ -113,16 +138,25 @@ class _NumpyWithTrapz(types.ModuleType):
         return getattr(self._numpy, name)
 
 
+def numpy_with_trapz(np: types.ModuleType) -> types.ModuleType:
+    """``np`` itself, or (numpy 2) a view of it that still has ``trapz``; the user's numpy is left as it is.
+
+    Used by :func:`patch_numpy_trapz` and by the source patches (``patches/``).
+    """
+    if hasattr(np, "trapz") or not hasattr(np, "trapezoid"):
+        return np
+    _note("numpy 2: np.trapz aliased to np.trapezoid inside yolov5.utils.metrics")
+    return _NumpyWithTrapz(np)
+
+
 def patch_numpy_trapz(metrics: types.ModuleType) -> None:
     """Audit 4: numpy 2 removed ``np.trapz``; validation dies as soon as one detection is correct.
 
     Only ``yolov5.utils.metrics`` sees the alias: the user's numpy is left as it is.
     """
-    np = metrics.np
-    if hasattr(np, "trapz") or not hasattr(np, "trapezoid"):
-        return
-    LEDGER.set(metrics, "np", _NumpyWithTrapz(np), "yolov5.utils.metrics.np (trapz alias)")
-    _note("numpy 2: np.trapz aliased to np.trapezoid inside yolov5.utils.metrics")
+    np = numpy_with_trapz(metrics.np)
+    if np is not metrics.np:
+        LEDGER.set(metrics, "np", np, "yolov5.utils.metrics.np (trapz alias)")
 
 
 def _getsize(self: Any, text: str, *args: Any, **kwargs: Any) -> tuple:
@@ -133,6 +167,14 @@ def _getsize(self: Any, text: str, *args: Any, **kwargs: Any) -> tuple:
 
 def patch_pillow_getsize(plots: types.ModuleType) -> None:
     """Audit 4: Pillow >= 10 removed ``getsize``; yolov5 silently drops the batch images."""
+    restore_pillow_getsize()
+
+
+def restore_pillow_getsize() -> None:
+    """Add ``getsize`` (via ``getbbox``) back to Pillow's font classes where it is missing.
+
+    Used by :func:`patch_pillow_getsize` and by the source patches (``patches/``).
+    """
     from PIL import ImageFont
 
     added = []
@@ -168,6 +210,7 @@ def patch_segment_run_cli(segment_train: types.ModuleType) -> None:
 
 MAP50S_ANCHOR = "    maps = np.zeros(nc)  # mAP per class\n"
 MAP50S_USE = "list(maps) + list(map50s)"
+MAP50S_FIX = "    map50s = np.zeros(nc)  # yolo-focal-plugin: --noval fix\n"  # also inserted by patches/
 
 
 def recompile_train_with_map50s(train_module: types.ModuleType) -> Any:
@@ -181,7 +224,7 @@ def recompile_train_with_map50s(train_module: types.ModuleType) -> Any:
     source = textwrap.dedent("".join(lines))
     if MAP50S_USE not in source or source.count(MAP50S_ANCHOR) != 1 or "map50s = np.zeros" in source:
         return original
-    fixed_source = source.replace(MAP50S_ANCHOR, MAP50S_ANCHOR + "    map50s = np.zeros(nc)  # yolo-focal-plugin: --noval fix\n")
+    fixed_source = source.replace(MAP50S_ANCHOR, MAP50S_ANCHOR + MAP50S_FIX)
     namespace: dict = {}
     # leading blank lines keep tracebacks pointing at yolov5's real line numbers
     code = compile("\n" * (first_line - 1) + fixed_source, inspect.getsourcefile(original) or "<yolov5.train>", "exec")

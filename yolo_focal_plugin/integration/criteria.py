@@ -73,7 +73,8 @@ class GammaWarmup(nn.Module):
 
 
 def _innermost(criterion: nn.Module) -> nn.Module:
-    while isinstance(criterion, PositivesNormalized):
+    """The loss under the normalising wrappers (PositivesNormalized, IgnoreMasked)."""
+    while hasattr(criterion, "criterion"):
         criterion = criterion.criterion
     return criterion
 
@@ -138,6 +139,10 @@ def _branch(
 ) -> nn.Module:
     wrapped = cfg.wraps_cls if name == "cls" else cfg.wraps_obj
     if not wrapped:
+        if name == "obj" and cfg.assigner == "retina":
+            from .retina_assigner import IgnoreMasked
+
+            return IgnoreMasked(bce, "mean")
         return bce
     if cfg.loss == "bce":
         criterion: nn.Module = bce
@@ -145,7 +150,11 @@ def _branch(
         from ..registry import get_loss
 
         criterion = get_loss(cfg.loss)(bce, gamma=cfg.gamma, **_alpha_kwargs(cfg, name, nc, class_weights, device))
-    if cfg.norm == "positives":
+    if name == "obj" and cfg.assigner == "retina":
+        from .retina_assigner import IgnoreMasked
+
+        criterion = IgnoreMasked(criterion, cfg.norm)  # normalises itself, over the cells it keeps
+    elif cfg.norm == "positives":
         criterion = PositivesNormalized(criterion, name)
     if cfg.gamma_warmup > 0 and cfg.loss != "bce":
         criterion = GammaWarmup(criterion, cfg.gamma, cfg.gamma_warmup, clock)

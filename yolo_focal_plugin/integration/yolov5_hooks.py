@@ -147,8 +147,8 @@ def after_compute_loss(compute_loss: Any, model: Any) -> None:
 
     if STATE.clock is None:
         STATE.clock = EpochClock()
-    if cfg.assigner != "yolov5":
-        raise HypError(f"hyp key 'fl_assigner' has value {cfg.assigner!r}, which this build cannot train with yet")
+    if cfg.assigner == "retina" and hasattr(compute_loss, "nm"):
+        raise HypError("hyp key 'fl_assigner' has value 'retina': the RetinaNet assigner supports detection, not segmentation")
     core = getattr(model, "module", model)  # DDP wraps the model; class_weights sit on the inner one
     criteria = build_criteria(
         cfg,
@@ -161,7 +161,18 @@ def after_compute_loss(compute_loss: Any, model: Any) -> None:
     )
     compute_loss.BCEcls, compute_loss.BCEobj = criteria.cls, criteria.obj
     compute_loss.focal_hyp = cfg
-    _log_setup(cfg, criteria.describe(), compute_loss.nc)
+    description = criteria.describe()
+    if cfg.assigner == "retina":
+        from .retina_assigner import IgnoreMasked, RetinaTargets
+
+        obj = criteria.obj
+        while not isinstance(obj, IgnoreMasked):
+            obj = obj.criterion
+        strides = [float(s) for s in core.model[-1].stride]
+        # an instance attribute: the class and every other ComputeLoss keep YOLOv5's assignment
+        compute_loss.build_targets = RetinaTargets(compute_loss, strides, obj)
+        description += f"; targets: {compute_loss.build_targets.matcher!r} on YOLOv5 anchor boxes"
+    _log_setup(cfg, description, compute_loss.nc)
 
 
 def patch_compute_loss(loss_module: types.ModuleType) -> None:
@@ -247,6 +258,9 @@ def _general(module: types.ModuleType) -> None:
 
 def _detect_train(module: types.ModuleType) -> None:
     wrap_train(module, fix_map50s=True)
+    from .evolve import patch_evolve
+
+    patch_evolve(module)  # --evolve with the fl_* keys (AUDIT section 5)
 
 
 def _segment_train(module: types.ModuleType) -> None:
