@@ -21,6 +21,7 @@ from .yolov5_hooks import (
     after_exec,
     check_version,
     read_yolov5_version,
+    stand_aside_if_source_patched,
 )
 
 __all__ = [
@@ -42,13 +43,17 @@ def install(force: bool = False) -> None:
     """
     package = sys.modules.get("yolov5")
     if package is not None:
-        version = getattr(package, "__version__", None) or read_yolov5_version(getattr(package, "__file__", None))
+        origin = getattr(package, "__file__", None)
+        version = getattr(package, "__version__", None) or read_yolov5_version(origin)
     else:
         import importlib.util
 
         spec = importlib.util.find_spec("yolov5")
-        version = read_yolov5_version(spec.origin if spec else None)
+        origin = spec.origin if spec else None
+        version = read_yolov5_version(origin)
     STATE.version = version
+    if stand_aside_if_source_patched(origin):
+        return  # a yolov5 patched from patches/ calls the plugin itself: no second wrapping
     STATE.enabled = check_version(version, force=force)
     compat.set_offline_environment()
     hook.register()

@@ -39,6 +39,7 @@ class PluginState:
     evolve: bool = False
     clock: Any = None
     announced: bool = False
+    source_patched: Optional[str] = None  # yolov5 directory patched from patches/: the hook stands aside
 
 
 STATE = PluginState()
@@ -72,6 +73,33 @@ def check_version(version: Optional[str], force: bool = False) -> bool:
     raise UnsupportedYolov5Version(message)
 
 
+# Written into utils/loss.py by patches/yolov5-*/ (``yolo-focal patch apply``): that source calls the
+# plugin itself, so the import hook and install() must not wrap or shim it a second time.
+SOURCE_PATCH_MARKER = re.compile(r"^YOLO_FOCAL_PATCHED\s*=\s*True\b", re.M)
+
+
+def source_patched_dir(package_init: Optional[str]) -> Optional[Path]:
+    """yolov5's directory if its source carries the patches' marker (``utils/loss.py``), else None."""
+    if not package_init:
+        return None
+    root = Path(package_init).parent
+    try:
+        text = (root / "utils" / "loss.py").read_text(encoding="utf-8", errors="ignore")
+    except OSError:
+        return None
+    return root if SOURCE_PATCH_MARKER.search(text) else None
+
+
+def stand_aside_if_source_patched(package_init: Optional[str]) -> bool:
+    """True (and the plugin disabled for this process's yolov5) if that yolov5 is source-patched."""
+    root = source_patched_dir(package_init)
+    STATE.source_patched = str(root) if root is not None else None
+    if root is None:
+        return False
+    STATE.enabled = False
+    return True
+
+
 # --------------------------------------------------------------------------- dispatch
 
 
@@ -79,6 +107,8 @@ def before_exec(fullname: str, module: types.ModuleType) -> None:
     if fullname != "yolov5" or STATE.enabled is not None:
         return
     STATE.version = read_yolov5_version(getattr(module, "__file__", None))
+    if stand_aside_if_source_patched(getattr(module, "__file__", None)):
+        return  # the patched source calls the plugin itself (and sets the offline environment)
     try:
         STATE.enabled = check_version(STATE.version)
     except UnsupportedYolov5Version as exc:
@@ -106,6 +136,9 @@ def _log_setup(cfg: FocalHyp, description: str, nc: int) -> None:
     shims = "; ".join(compat.APPLIED) or "none needed"
     LOGGER.info(f"yolo-focal-plugin: {cfg.describe()} | {description}")
     if not STATE.announced:
+        if STATE.source_patched:
+            LOGGER.info(f"yolo-focal-plugin: yolov5 at {STATE.source_patched} is source-patched "
+                        "(YOLO_FOCAL_PATCHED); the start-up hook stands aside")
         LOGGER.info(f"yolo-focal-plugin: compatibility shims: {shims}")
         STATE.announced = True
     if STATE.save_dir is not None and not STATE.evolve:
@@ -119,6 +152,7 @@ def _log_setup(cfg: FocalHyp, description: str, nc: int) -> None:
             "criteria": description,
             "nc": nc,
             "shims": list(compat.APPLIED),
+            "delivery": "source patches" if STATE.source_patched else "import hook",
         }
         STATE.save_dir.mkdir(parents=True, exist_ok=True)
         with open(STATE.save_dir / SETUP_FILE, "w") as f:
