@@ -16,7 +16,9 @@ stops at once with a message that points to ``yolo-focal sweep``):
 2. ``train(hyp.copy(), ...)`` becomes ``train(_yolo_focal_evolve.merge(hyp, held), ...)``:
    every generation trains with the held keys re-injected;
 3. after ``print_mutation(...)``: ``_yolo_focal_evolve.annotate(save_dir, held)`` appends the
-   held keys to ``hyp_evolve.yaml``, so the result is a complete, ready ``--hyp``.
+   held keys to ``hyp_evolve.yaml``, so the result is a complete, ready ``--hyp``;
+4. ``plot_evolve(evolve_csv)`` becomes ``_yolo_focal_evolve.plot(evolve_csv, hyp)``: yolov5's plot
+   has a fixed 6 x 5 grid and raises ``ValueError`` past 30 hyp keys (the plugin's keys make 31+).
 
 ``evolve.csv`` keeps only numeric columns, so YOLOv5's ``np.loadtxt`` and ``print_mutation`` work.
 YOLOv5 mutates by multiplying (``x * v``): a key at 0 stays at 0. Start from a hyp with
@@ -57,6 +59,7 @@ ANCHOR_HYP = (
     "                hyp['anchors'] = 3\n"
 )
 ANCHOR_TRAIN = "            results = train(hyp.copy(), opt, device, callbacks)\n"
+ANCHOR_PLOT = "        plot_evolve(evolve_csv)\n"
 ANCHOR_PRINT = re.compile(r"^( +)print_mutation\((?:[^\n]*), hyp\.copy\(\), save_dir, opt\.bucket\)\n", re.M)
 SWEEP_HINT = (
     "use `yolo-focal sweep --gamma ... --alpha ...` to search the focal-loss keys "
@@ -136,9 +139,52 @@ def annotate(save_dir: Any, held: Mapping[str, Any]) -> None:
         yaml.safe_dump(dict(held), f, sort_keys=False)
 
 
+def plot(evolve_csv: Any, hyp: Mapping[str, Any]) -> None:
+    """yolov5's ``plot_evolve`` with as many panel rows as there are evolved keys.
+
+    The results columns come first in ``evolve.csv`` (7 for detect, 12 for segment): the offset is
+    the number of columns minus the number of evolved hyp keys.
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from yolov5.utils.metrics import fitness
+    from yolov5.utils.plots import hist2d
+
+    evolve_csv = Path(evolve_csv)
+    data = pd.read_csv(evolve_csv)
+    keys = [str(x).strip() for x in data.columns]
+    x = data.values
+    first = max(0, len(keys) - len(hyp))
+    f = fitness(x)
+    j = int(f.argmax())
+    n = len(keys) - first
+    rows = max(1, math.ceil(n / 5))
+    fig = plt.figure(figsize=(10, 2 * rows), tight_layout=True)
+    print(f"Best results from row {j} of {evolve_csv}:")
+    for i, k in enumerate(keys[first:]):
+        v = x[:, first + i]
+        mu = v[j]
+        plt.subplot(rows, 5, i + 1)
+        plt.scatter(v, f, c=hist2d(v, f, 20), cmap="viridis", alpha=0.8, edgecolors="none")
+        plt.plot(mu, f.max(), "k+", markersize=15)
+        plt.title(f"{k} = {mu:.3g}", fontdict={"size": 9})
+        if i % 5 != 0:
+            plt.yticks([])
+        print(f"{k:>15}: {mu:.3g}")
+    out = evolve_csv.with_suffix(".png")
+    fig.savefig(out, dpi=200)
+    plt.close(fig)
+    print(f"Saved {out}")
+
+
 def _patched_source(source: str) -> Optional[str]:
     """``main``'s source with the three changes, or None if any anchor is not found exactly once."""
-    if source.count(ANCHOR_HYP) != 1 or source.count(ANCHOR_TRAIN) != 1 or len(ANCHOR_PRINT.findall(source)) != 1:
+    if (
+        source.count(ANCHOR_HYP) != 1
+        or source.count(ANCHOR_TRAIN) != 1
+        or source.count(ANCHOR_PLOT) != 1
+        or len(ANCHOR_PRINT.findall(source)) != 1
+    ):
         return None
     if GLOBAL_NAME in source:
         return None  # already patched
@@ -151,6 +197,7 @@ def _patched_source(source: str) -> Optional[str]:
         ANCHOR_TRAIN,
         f"            results = train({GLOBAL_NAME}.merge(hyp, {HELD}), opt, device, callbacks)  # yolo-focal-plugin\n",
     )
+    source = source.replace(ANCHOR_PLOT, f"        {GLOBAL_NAME}.plot(evolve_csv, hyp)  # yolo-focal-plugin\n")
     source = ANCHOR_PRINT.sub(
         lambda m: m.group(0) + f"{m.group(1)}{GLOBAL_NAME}.annotate(save_dir, {HELD})  # yolo-focal-plugin\n",
         source,
