@@ -156,3 +156,18 @@ def test_every_parameter_is_overridable():
 def test_bad_parameters_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         anchors_for_image(64, 64, **kwargs)
+
+
+def test_grid_anchor_boxes_follow_yolov5_prediction_layout():
+    from yolo_focal_plugin.retina import grid_anchor_boxes
+
+    wh = [[(10, 13), (16, 30), (33, 23)], [(30, 61), (62, 45), (59, 119)]]
+    boxes = grid_anchor_boxes(64, 64, wh, (8, 16))
+    assert boxes.shape == (3 * 64 + 3 * 16, 4)
+    # level 0, anchor a, cell (i, j) is row (a * 8 + i) * 8 + j; centre ((j + .5) * 8, (i + .5) * 8)
+    a, i, j = 2, 5, 3
+    assert boxes[(a * 8 + i) * 8 + j].tolist() == [28 - 16.5, 44 - 11.5, 28 + 16.5, 44 + 11.5]
+    # level 1 starts after 3 * 64 rows: anchor 1, cell (0, 1): centre (24, 8), 62 x 45
+    assert boxes[192 + (1 * 4 + 0) * 4 + 1].tolist() == [24 - 31, 8 - 22.5, 24 + 31, 8 + 22.5]
+    with pytest.raises(ValueError, match="one list per level"):
+        grid_anchor_boxes(64, 64, wh, (8,))

@@ -349,3 +349,22 @@ def test_bad_shapes_raise(a320):
         RetinaMatcher()(T([[0.0, 0, float("nan"), 1]]), T([[0.0, 0, 1, 1]]))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         RetinaMatcher().match_quality_matrix(T([[1.5, 0.2]]))
+
+
+def test_grid_mode_refuses_irregular_anchors(a320):
+    gts = T([[10.0, 10, 60, 60]])
+    assert torch.equal(RetinaMatcher(candidate_search="grid")(a320, gts)[1], RetinaMatcher()(a320, gts)[1])
+    with pytest.raises(ValueError, match="not on a regular grid"):
+        RetinaMatcher(candidate_search="grid")(torch.cat([a320, T([[1.0, 2, 33, 17], [5.0, 40, 37, 55]])]), gts)
+
+
+def test_yolo_grid_anchor_boxes_are_matched_on_the_grid_path():
+    from yolo_focal_plugin.retina import grid_anchor_boxes
+
+    wh = [[(10, 13), (16, 30), (33, 23)], [(30, 61), (62, 45), (59, 119)], [(116, 90), (156, 198), (373, 326)]]
+    boxes = grid_anchor_boxes(320, 320, wh, (8, 16, 32))
+    gts = _crowd(200, 320, 4)
+    got = RetinaMatcher(candidate_search="grid")(boxes, gts)
+    ref = RetinaMatcher().match_quality_matrix(box_iou(gts, boxes))
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+    assert (positives_per_gt(*got, len(gts)) > 0).all()

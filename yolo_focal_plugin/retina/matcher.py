@@ -86,8 +86,10 @@ class RetinaMatcher:
             lose 1-2 AP across reimplementations).
         drop_degenerate: skip degenerate GTs instead of raising.
         max_iou_entries: memory budget, in IoU pairs held at once (~100 bytes each).
-        candidate_search: ``"auto"`` (grid lookup where the anchors allow it), ``"grid"`` (same, kept
-            for symmetry) or ``"dense"`` (compare every anchor; the reference the tests use).
+        candidate_search: ``"auto"`` (grid lookup where the anchors allow it, chunked dense
+            comparison for the rest), ``"grid"`` (same, but ``ValueError`` if some anchors are not
+            on a regular grid: no silent slow path in training) or ``"dense"`` (compare every
+            anchor; the reference the tests use).
     """
 
     def __init__(
@@ -202,6 +204,11 @@ class RetinaMatcher:
         if ((anchors[:, 2] <= anchors[:, 0]) | (anchors[:, 3] <= anchors[:, 1])).any():
             raise ValueError("anchors must have positive width and height")
         idx = AnchorIndex(anchors, dense=self.candidate_search == "dense")
+        if self.candidate_search == "grid" and idx.dense_idx.numel():
+            raise ValueError(
+                f"candidate_search='grid': {idx.dense_idx.numel()} of {idx.num} anchors are not on a regular "
+                "grid (anchors of one shape must cover every cell of a grid); use 'auto'"
+            )
         self._cache = [(key, anchors, idx)] + self._cache[:1]
         return idx
 
