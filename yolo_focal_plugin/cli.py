@@ -21,6 +21,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "synth": ("yolo_focal_plugin.synth", "generate a class-imbalanced synthetic detection dataset"),
     "sweep": ("yolo_focal_plugin.sweep.command", "gamma/alpha sweep on Optuna: grid or sampled, multi-seed, resumable, parallel"),
     "report": ("yolo_focal_plugin.sweep.report", "report of a sweep: mAP per setting vs the baseline, heatmap, best hyp"),
+    "patch": ("yolo_focal_plugin.patch_cli", "check|apply|revert the plugin's source patches on a vendored yolov5 copy"),
 }
 
 
