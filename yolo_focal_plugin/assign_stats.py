@@ -39,7 +39,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -231,7 +231,10 @@ def _find_model_yaml(model_cfg: Union[str, Path]) -> Path:
     if p.is_file():
         return p
     name = p.name if p.suffix else f"{p.name}.yaml"
-    spec = importlib.util.find_spec("yolov5")  # locates the package without importing it
+    try:
+        spec = importlib.util.find_spec("yolov5")  # locates the package without importing it
+    except (ImportError, ValueError):
+        spec = None
     roots = list(spec.submodule_search_locations or []) if spec else []
     for root in roots:
         for sub in ("models", "models/hub", "models/segment"):
