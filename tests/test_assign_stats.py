@@ -140,7 +140,7 @@ def test_model_anchors_from_yaml(tmp_path):
     bad.write_text("anchors: 3\n")
     with pytest.raises(ValueError, match="explicit 'anchors'"):
         A.load_model_anchors(bad)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="not found"):
         A.load_model_anchors("yolov9z.yaml")
 
 
@@ -192,6 +192,10 @@ def test_img_rounded_up_and_hyp_file_read(tmp_path, custom_cfg):
     assert r["settings"]["anchor_t"] == 2.0 and list(r["assigners"]) == ["yolov5"]
     with pytest.raises(ValueError, match="assigners"):
         A.run_assign_stats(data, 64, None, custom_cfg, tmp_path / "o2", assigners=["atss"])
+    with pytest.raises(ValueError, match="hyp file"):
+        A.run_assign_stats(data, 64, "hyp.nothing.yaml", custom_cfg, tmp_path / "o3")
+    r = A.run_assign_stats(data, 64, "hyp.focal.yaml", custom_cfg, tmp_path / "o4", progress=False, assigners=["yolov5"])
+    assert r["settings"]["anchor_t"] == 4.0  # bundled hyp, found by bare name
 
 
 def test_cli_on_generated_dataset(tiny_data, tmp_path, capsys, custom_cfg):

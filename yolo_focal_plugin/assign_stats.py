@@ -241,7 +241,8 @@ def _find_model_yaml(model_cfg: Union[str, Path]) -> Path:
             cand = Path(root) / sub / name
             if cand.is_file():
                 return cand
-    raise FileNotFoundError(f"model config {model_cfg!r} not found (not a file, not in yolov5's models/)")
+    # ValueError: the CLI turns it into a one-line message
+    raise ValueError(f"model config {model_cfg!r} not found (not a file, not in yolov5's models/)")
 
 
 def load_model_anchors(model_cfg: Union[str, Path]) -> Tuple[List[List[Tuple[float, float]]], List[int], Path]:
@@ -395,7 +396,7 @@ def _resolve_hyp(hyp: Union[dict, str, Path, None]) -> dict:
     if not p.is_file():
         p = resolve_hyp_path(hyp) or p
     if not p.is_file():
-        raise FileNotFoundError(f"hyp file {hyp!r} not found")
+        raise ValueError(f"hyp file {hyp!r} not found (a path or a bundled name such as hyp.focal.yaml)")
     with open(p) as f:
         return yaml.safe_load(f) or {}
 
