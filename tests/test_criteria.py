@@ -1,15 +1,13 @@
 """Criteria built from fl_* keys: normalisation, gamma warm-up, auto alpha, the RetinaNet assigner."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn as nn
 
 from yolo_focal_plugin.hyp import parse_focal_hyp
 from yolo_focal_plugin.integration.criteria import EpochClock, GammaWarmup, PositivesNormalized, auto_alpha, build_criteria
-from yolo_focal_plugin.integration.retina_assigner import IgnoreMasked, yolov5_anchor_boxes
+from yolo_focal_plugin.integration.retina_assigner import IgnoreMasked
 from yolo_focal_plugin.losses import FocalLoss
 
 
@@ -80,14 +78,3 @@ def test_ignore_masked_leaves_ignored_cells_out():
     full = nn.functional.binary_cross_entropy_with_logits(pred, true, reduction="none")
     torch.testing.assert_close(crit(pred, true), full[~mask].mean())
     assert crit.masks == []
-
-
-def test_yolov5_anchor_boxes_are_centred_on_cells():
-    anchors = torch.tensor([[[1.0, 2.0], [2.0, 1.0]]])  # one level, two anchors, grid units
-    boxes, offsets = yolov5_anchor_boxes([(2, 3)], anchors, [8.0])
-    assert offsets == [0] and boxes.shape == (2 * 2 * 3, 4)
-    # anchor 0, cell (gj=0, gi=0): centre (4, 4), size 8 x 16 px
-    torch.testing.assert_close(boxes[0], torch.tensor([0.0, -4.0, 8.0, 12.0]))
-    # anchor 1, cell (gj=1, gi=2): index 6 + 1*3 + 2; centre (20, 12), size 16 x 8
-    torch.testing.assert_close(boxes[11], torch.tensor([12.0, 8.0, 28.0, 16.0]))
-    assert math.isclose(float((boxes[:, 2] - boxes[:, 0]).max()), 16.0)

@@ -19,6 +19,9 @@ YOLOV5_COMMANDS = ("train", "val", "detect", "export", "segment", "classify", "b
 COMMANDS: Dict[str, Tuple[str, str]] = {
     "demo": ("yolo_focal_plugin.demo", "generate an imbalanced dataset, train BCE vs focal, print a table and plot"),
     "synth": ("yolo_focal_plugin.synth", "generate a class-imbalanced synthetic detection dataset"),
+    "assign-stats": ("yolo_focal_plugin.assign_stats",
+                     "positives per object and anchor imbalance: YOLOv5's assignment vs the RetinaNet IoU matcher"),
+    "compare": ("yolo_focal_plugin.compare", "side-by-side final/best P, R, mAP of yolov5 runs, plus mAP curves"),
     "sweep": ("yolo_focal_plugin.sweep.command", "gamma/alpha sweep on Optuna: grid or sampled, multi-seed, resumable, parallel"),
     "report": ("yolo_focal_plugin.sweep.report", "report of a sweep: mAP per setting vs the baseline, heatmap, best hyp"),
     "patch": ("yolo_focal_plugin.patch_cli", "check|apply|revert the plugin's source patches on a vendored yolov5 copy"),

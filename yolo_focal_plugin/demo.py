@@ -112,13 +112,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from .compare import compare_runs
+    from .compare import run_compare
 
     if args.img % 32:
         raise ValueError(f"--img must be a multiple of 32, got {args.img}")
     run_dirs = run_demo(args.out, epochs=args.epochs, img=args.img, batch=args.batch, seed=args.seed)
-    labels = [s.label for s in DEFAULT_SETTINGS]
-    report = compare_runs(run_dirs, labels=labels, out_dir=Path(args.out))
-    print(report.markdown)
-    print(f"mAP per epoch: {report.plot}")
+    result = run_compare(run_dirs, Path(args.out), names=[s.label for s in DEFAULT_SETTINGS])
+    print(Path(result["files"]["md"]).read_text())
+    print("wrote " + ", ".join(result["files"].values()))
     return 0

@@ -15,9 +15,9 @@ from typing import Any, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..retina import RetinaMatcher
+from ..retina import RetinaMatcher, grid_anchor_boxes
 
-__all__ = ["IgnoreMasked", "yolov5_anchor_boxes", "RetinaTargets"]
+__all__ = ["IgnoreMasked", "RetinaTargets"]
 
 
 class IgnoreMasked(nn.Module):
@@ -50,27 +50,6 @@ class IgnoreMasked(nn.Module):
         return f"ignored cells excluded, norm={self.norm!r}"
 
 
-def yolov5_anchor_boxes(shapes: List[Tuple[int, int]], anchors: torch.Tensor, strides: List[float]) -> Tuple[torch.Tensor, List[int]]:
-    """All YOLOv5 anchor boxes of an image, xyxy pixels, ordered (level, anchor, gj, gi).
-
-    ``shapes`` are the (ny, nx) grids, ``anchors`` the ``[nl, na, 2]`` sizes in grid units (as
-    stored on yolov5's Detect module), ``strides`` the pixel strides. Returns the boxes
-    ``[sum(na * ny * nx), 4]`` and the offset of each level in that list.
-    """
-    boxes, offsets, start = [], [], 0
-    for (ny, nx), level_anchors, stride in zip(shapes, anchors, strides):
-        gy, gx = torch.meshgrid(torch.arange(ny, dtype=torch.float32), torch.arange(nx, dtype=torch.float32), indexing="ij")
-        cx = ((gx + 0.5) * stride).reshape(1, -1)
-        cy = ((gy + 0.5) * stride).reshape(1, -1)
-        wh = level_anchors.float().cpu() * stride  # [na, 2] pixels
-        w, h = wh[:, 0:1], wh[:, 1:2]
-        level = torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1).reshape(-1, 4)
-        boxes.append(level)
-        offsets.append(start)
-        start += level.shape[0]
-    return torch.cat(boxes), offsets
-
-
 class RetinaTargets:
     """Replacement for ``ComputeLoss.build_targets`` (bound on one instance, detection only)."""
 
@@ -80,12 +59,18 @@ class RetinaTargets:
         self.strides = [float(s) for s in strides]
         self.obj_criterion = obj_criterion
         # Augmentation can leave zero-area boxes in a batch; YOLOv5 itself trains through them.
-        self.matcher = matcher or RetinaMatcher(drop_degenerate=True)
+        self.matcher = matcher or RetinaMatcher(drop_degenerate=True, candidate_search="grid")
         self._cache: Optional[Tuple[Tuple[Tuple[int, int], ...], torch.Tensor, List[int]]] = None
 
     def _anchor_boxes(self, shapes: Tuple[Tuple[int, int], ...]) -> Tuple[torch.Tensor, List[int]]:
+        """YOLOv5's anchor boxes at every cell, rows in ``p[l][b, a, gj, gi]`` order, and level offsets."""
         if self._cache is None or self._cache[0] != shapes:
-            boxes, offsets = yolov5_anchor_boxes(list(shapes), self.loss.anchors, self.strides)
+            ny, nx = shapes[0]
+            height, width = ny * self.strides[0], nx * self.strides[0]
+            anchors_px = [(level.float().cpu() * s).tolist() for level, s in zip(self.loss.anchors, self.strides)]
+            boxes = grid_anchor_boxes(height, width, anchors_px, self.strides)
+            sizes = [self.loss.na * h * w for h, w in shapes]
+            offsets = [sum(sizes[:i]) for i in range(len(sizes))]
             self._cache = (shapes, boxes, offsets)
         return self._cache[1], self._cache[2]
 
