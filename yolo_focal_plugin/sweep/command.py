@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--threads", type=int, default=None, help="torch threads per trial (default: cores / n-jobs)")
     r.add_argument("--timeout", type=float, default=None, help="fail a trial that runs longer than this many seconds")
     r.add_argument("--heartbeat", type=int, default=15, help="seconds between a running trial's heartbeats (default: %(default)s)")
+    r.add_argument("--grace", type=int, default=None, help="seconds without a heartbeat after which another worker re-runs a trial (default: max(90, 4 x heartbeat))")
     r.add_argument("--no-progress", action="store_true", help="no progress bar (one line per trial only)")
     r.add_argument("--no-report", action="store_true", help="do not write the report when the sweep finishes")
     r.add_argument("--dry-run", action="store_true", help="check the options and show the units; create nothing, train nothing")
@@ -75,7 +76,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         device=args.device, workers=args.workers, study=args.study, storage=args.storage, project=args.project,
         n_jobs=args.n_jobs, threads=args.threads, sampler=args.sampler, trials=args.trials,
         sampler_seed=args.sampler_seed, prune=args.prune, timeout=args.timeout,
-        train_args=list(args.train_args or []), heartbeat=args.heartbeat, progress=not args.no_progress,
+        train_args=list(args.train_args or []), heartbeat=args.heartbeat, grace=args.grace, progress=not args.no_progress,
     )
 
 

@@ -95,6 +95,7 @@ class SweepConfig:
     timeout: Optional[float] = None
     train_args: Sequence[str] = ()
     heartbeat: int = DEFAULT_HEARTBEAT
+    grace: Optional[int] = None  # seconds without heartbeat before a trial counts as dead (default max(90, 4 x heartbeat))
     progress: bool = True
     print_fn: Optional[Callable[[str], None]] = None
 
@@ -276,6 +277,8 @@ def prepare_sweep(config: SweepConfig, create: bool = True) -> Prepared:
     for name, value, low in (("--epochs", config.epochs, 1), ("--img", config.img, 32), ("--batch-size", config.batch_size, 1), ("--n-jobs", config.n_jobs, 1), ("--heartbeat", config.heartbeat, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise SweepError(f"{name} must be an integer >= {low}, got {value!r}")
+    if config.grace is not None and (isinstance(config.grace, bool) or not isinstance(config.grace, int) or config.grace <= config.heartbeat):
+        raise SweepError(f"--grace must be an integer number of seconds above --heartbeat ({config.heartbeat}), got {config.grace!r}")
     if config.threads is not None and config.threads < 1:
         raise SweepError(f"--threads must be >= 1, got {config.threads}")
     if config.prune not in ("none", "median"):
@@ -327,7 +330,7 @@ def prepare_sweep(config: SweepConfig, create: bool = True) -> Prepared:
     )
     plan.settings["hyp_file"] = str(hyp_path)  # informative; the contents are compared through base_hyp
     plan.settings["runs_dir"] = str(runs_dir)
-    storage = open_storage(storage_url, heartbeat_interval=config.heartbeat, create_dirs=True)
+    storage = open_storage(storage_url, heartbeat_interval=config.heartbeat, grace_period=config.grace, create_dirs=True)
     study = None
     created = False
     if create:
@@ -367,6 +370,43 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+class _ClaimLock:
+    """Cross-process lock for SQLite studies (re-entrant within a process).
+
+    Optuna claims a queued trial with ``SELECT ... FOR UPDATE`` + ``UPDATE``. PostgreSQL locks the
+    row; SQLite ignores ``FOR UPDATE`` and pysqlite runs the ``SELECT`` outside a transaction, so
+    two processes sharing one SQLite file can both claim the same trial (seen in the tests). An
+    ``flock`` on ``<db>.lock`` around claims and recovery closes that gap; SQLite studies live on
+    one machine anyway. Other storages need no lock.
+    """
+
+    def __init__(self, path: Optional[Path]) -> None:
+        self.path = path
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._file: Any = None
+
+    def __enter__(self) -> "_ClaimLock":
+        self._thread_lock.acquire()
+        if self.path is not None and self._depth == 0:
+            import fcntl
+
+            self._file = open(self.path, "a+")
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._depth -= 1
+        if self._file is not None and self._depth == 0:
+            import fcntl
+
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+        self._thread_lock.release()
+
+
 # --------------------------------------------------------------------------- engine
 
 
@@ -390,7 +430,10 @@ class SweepEngine:
         self.study = prepared.study
         self.storage = prepared.storage
         self.study_id = self.storage.get_study_id_from_name(self.config.study)
-        self.lock = threading.RLock()
+        from .study import sqlite_path
+
+        db = sqlite_path(normalize_storage_url(prepared.storage_url))
+        self.lock = _ClaimLock(db.with_name(db.name + ".lock") if db is not None else None)
         self.stop = threading.Event()
         self.active: Dict[int, _Active] = {}
         self.trained = 0
@@ -414,7 +457,7 @@ class SweepEngine:
     # ------------------------------------------------------------------ output
 
     def say(self, text: str) -> None:
-        if self._bar is not None:
+        if self._bar is not None and not self._bar.disable:
             from tqdm import tqdm
 
             tqdm.write(text)
@@ -478,7 +521,7 @@ class SweepEngine:
         if not self.space.is_grid:
             budget = int(self.space.trials or 0)
             left = max(0, budget - len(self.sampled_settings(statuses))) * len(self.space.seeds)
-            if not self.sampled_exhausted:
+            if left and not self.sampled_exhausted:
                 counts["missing"] = counts.get("missing", 0) + left
         return counts
 
@@ -657,6 +700,7 @@ class SweepEngine:
                 self.say(f"[{ft.number:>4}] {unit.describe() if unit else '?'}: its worker (pid {run.get('pid')}) is gone; queued again")
                 n += 1
             before = len(self.trials((TrialState.WAITING,)))
+            quiet_optuna()
             optuna.storages.fail_stale_trials(self.study)  # other machines: Optuna's heartbeat check
             n += max(0, len(self.trials((TrialState.WAITING,))) - before)
             # units that lost their queue entry (e.g. killed between FAIL and re-queue): queue again
@@ -723,6 +767,8 @@ class SweepEngine:
 
         def on_start(proc: Any) -> None:
             self.active[tid].proc = proc
+            run["child_pid"] = proc.pid
+            trial.set_user_attr("run", run)
 
         result = run_trial(spec, on_epoch=on_epoch, stop=self.stop, on_start=on_start)
         run.update(outcome=result.outcome, reason=result.reason, returncode=result.returncode, **result.metrics())
@@ -738,7 +784,14 @@ class SweepEngine:
         self.active.pop(tid, None)
         if result.outcome != "interrupted":
             self.trained += 1
-        self.say(self._line(trial.number, unit, result))
+        line = self._line(trial.number, unit, result)
+        if self._bar is None or self._bar.disable:
+            try:
+                c = self.counts()
+                line += f"  [{sum(c.get(k, 0) for k in Outcome.FINAL)}/{self.space.total_units()} units finished]"
+            except Exception:
+                pass
+        self.say(line)
 
     def _line(self, number: int, unit: Unit, result: TrialResult) -> str:
         head = f"[{number:>4}] {unit.describe():<46}"
@@ -801,7 +854,10 @@ class SweepEngine:
             f"sweep {self.config.study!r}: {total} units ({self.space.describe()}), {jobs} job(s) x {self.p.threads} thread(s); "
             f"storage {redact_url(self.p.storage_url)}; runs in {self.p.runs_dir}"
         )
-        self._bar = tqdm(total=total, desc=f"sweep {self.config.study}", unit="unit", disable=not self.config.progress,
+        import sys
+
+        show = self.config.progress and sys.stderr.isatty()  # in logs, each trial's line carries the count
+        self._bar = tqdm(total=total, desc=f"sweep {self.config.study}", unit="unit", disable=not show,
                          dynamic_ncols=True, leave=True)
         heart = threading.Thread(target=self._heartbeat_loop, name="yolo-focal-heartbeat", daemon=True)
         heart.start()

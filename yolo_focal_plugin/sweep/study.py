@@ -51,14 +51,8 @@ DEFAULT_HEARTBEAT = 15  # seconds between heartbeats of a running trial
 DEFAULT_GRACE = 90  # a RUNNING trial without a heartbeat for this long is stale (its worker died)
 STALE_MAX_RETRY = 3  # a unit whose worker dies more often than this is recorded as failed
 
-_quiet = False
-
-
 def quiet_optuna() -> None:
     """Optuna logs a line per trial and warns about experimental heartbeats: keep the sweep's own output."""
-    global _quiet
-    if _quiet:
-        return
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -67,7 +61,6 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", message=r".*is already evaluated.*")
     warnings.filterwarnings("ignore", message=r".*is out of the range.*")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    _quiet = True
 
 
 # --------------------------------------------------------------------------- URLs
@@ -134,20 +127,27 @@ def open_storage(
     else:
         raise SweepError(f"storage {redact_url(url)}: unsupported URL scheme {scheme!r} (use sqlite:///file.db or postgresql://...)")
     grace = grace_period if grace_period is not None else max(DEFAULT_GRACE, 4 * heartbeat_interval)
-    try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=STALE_MAX_RETRY),
-        )
-    except ModuleNotFoundError as exc:
-        raise SweepError(f"storage {redact_url(url)}: a database driver is missing ({exc}); for PostgreSQL: pip install 'psycopg[binary]'") from None
-    except Exception as exc:  # sqlalchemy OperationalError, ArgumentError ...
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        text = reason[0] if reason else type(exc).__name__
-        raise SweepError(f"cannot open storage {redact_url(url)}: {text}") from None
+    for attempt in range(6):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=STALE_MAX_RETRY),
+            )
+        except ModuleNotFoundError as exc:
+            raise SweepError(f"storage {redact_url(url)}: a database driver is missing ({exc}); for PostgreSQL: pip install 'psycopg[binary]'") from None
+        except Exception as exc:  # sqlalchemy OperationalError, ArgumentError ...
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            text = reason[0] if reason else type(exc).__name__
+            # several workers opening a new database at once race to create Optuna's tables: retry
+            racing = any(w in text.lower() for w in ("already exists", "duplicate key", "locked", "unique constraint"))
+            if racing and attempt < 5:
+                time.sleep(0.5 + attempt)
+                continue
+            raise SweepError(f"cannot open storage {redact_url(url)}: {text}") from None
+    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------- plan

@@ -1,0 +1,269 @@
+"""The sweep's bookkeeping with a fake trainer: every unit once, resume, dead workers, dedupe, TPE, pruning.
+
+``engine.run_trial`` (one yolov5 subprocess per unit) is replaced by a function that returns
+results.csv-like rows at once, so these tests check the Optuna side in seconds. The real training
+path is covered by ``test_sweep_run.py``.
+"""
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import optuna
+import pytest
+
+from yolo_focal_plugin.sweep import engine as eng
+from yolo_focal_plugin.sweep.engine import SweepConfig, SweepEngine, prepare_sweep, run_sweep
+from yolo_focal_plugin.sweep.space import SweepError, Unit
+from yolo_focal_plugin.sweep.study import Outcome, classify, trial_run, trial_unit, unit_statuses
+from yolo_focal_plugin.sweep.trial import EpochRow, TrialResult
+
+
+@pytest.fixture
+def data_yaml(tmp_path: Path) -> Path:
+    path = tmp_path / "data.yaml"
+    path.write_text("path: .\ntrain: images/train\nval: images/val\nnc: 3\nnames: [a, b, c]\n")
+    return path
+
+
+def metric(hyp: Dict[str, Any], seed: int) -> float:
+    """Fake mAP50-95: falls with gamma; seeds add a little noise."""
+    return 0.5 - 0.1 * float(hyp.get("fl_gamma", 0.0)) + 0.001 * seed
+
+
+class FakeTrainer:
+    def __init__(self, epochs: int = 1, delay: float = 0.0, interrupt: Optional[str] = None) -> None:
+        self.calls: List[str] = []
+        self.lock = threading.Lock()
+        self.epochs = epochs
+        self.delay = delay
+        self.interrupt = interrupt  # unit key whose run is "interrupted" (stop requested mid-run)
+        self.engine_stop: Optional[threading.Event] = None
+
+    def __call__(self, spec: Any, on_epoch: Any = None, stop: Any = None, on_start: Any = None) -> TrialResult:
+        with self.lock:
+            self.calls.append(spec.unit_key)
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.delay:
+            time.sleep(self.delay)
+        if spec.unit_key == self.interrupt and stop is not None:
+            stop.set()
+            return TrialResult("interrupted", "sweep stopped", seconds=0.01)
+        m = metric(spec.hyp, spec.seed)
+        rows: List[EpochRow] = []
+        for epoch in range(self.epochs):
+            value = m * (epoch + 1) / self.epochs
+            row = EpochRow(epoch, 0.2, 0.2, value * 1.5, value, {"train/box_loss": 0.1})
+            rows.append(row)
+            if on_epoch is not None and on_epoch(row):
+                return TrialResult("pruned", f"pruned after epoch {epoch}", rows=rows, seconds=0.01)
+        return TrialResult("complete", rows=rows, seconds=0.01, returncode=0)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTrainer:
+    trainer = FakeTrainer()
+    monkeypatch.setattr(eng, "run_trial", trainer)
+    return trainer
+
+
+def config(data: Path, tmp_path: Path, **kw: Any) -> SweepConfig:
+    base = dict(data=str(data), cfg="yolov5n.yaml", hyp="hyp.focal.yaml", losses="focal", gamma="0,1", alpha="0.25,0.5",
+                seeds=2, epochs=1, img=64, batch_size=8, project=str(tmp_path / "runs"), study="t", progress=False,
+                heartbeat=1, print_fn=lambda s: None)
+    base.update(kw)
+    return SweepConfig(**base)
+
+
+def load(cfg: SweepConfig) -> optuna.Study:
+    prepared = prepare_sweep(cfg)
+    return prepared.study
+
+
+def expected_keys(cfg: SweepConfig) -> List[str]:
+    return [u.key for u in prepare_sweep(cfg, create=False).space.planned_units()]
+
+
+def test_grid_trains_every_unit_once_and_a_rerun_trains_nothing(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
+    cfg = config(data_yaml, tmp_path, n_jobs=3)
+    summary = run_sweep(cfg)
+    keys = expected_keys(cfg)
+    assert len(keys) == 2 + 2 * 2 * 2  # baseline x 2 seeds + gamma(2) x alpha(2) x seeds(2)
+    assert sorted(fake.calls) == sorted(keys)
+    assert summary.counts == {"complete": len(keys)}
+    study = load(cfg)
+    assert Counter(classify(t) for t in study.trials) == {Outcome.COMPLETE: len(keys)}
+    # the same command again: everything is done, nothing trains
+    again = run_sweep(cfg)
+    assert len(fake.calls) == len(keys)
+    assert again.trained_here == 0
+    # the baseline trains stock YOLOv5: no fl_* key but fl_gamma 0
+    base = next(t for t in study.trials if trial_unit(t).is_baseline)
+    assert base.params == {}
+    assert study.best_trial.value == pytest.approx(0.501)  # gamma 0 wins in this fake, seed 1
+
+
+def test_two_workers_on_one_study_never_train_a_unit_twice(data_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = FakeTrainer(delay=0.05)
+    monkeypatch.setattr(eng, "run_trial", trainer)
+    cfg = config(data_yaml, tmp_path, gamma="0,0.5,1,1.5", n_jobs=2)
+    errors: List[BaseException] = []
+
+    def worker() -> None:
+        try:
+            run_sweep(cfg)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    keys = expected_keys(cfg)
+    assert sorted(trainer.calls) == sorted(keys), Counter(trainer.calls).most_common(3)
+    study = load(cfg)
+    statuses = unit_statuses(study.trials)
+    assert all(st.state == Outcome.COMPLETE for st in statuses.values())
+    assert len(statuses) == len(keys)
+
+
+def test_a_dead_workers_trial_is_run_again_at_once(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
+    cfg = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1)
+    prepared = prepare_sweep(cfg)
+    engine = SweepEngine(prepared)
+    engine.queue_plan()
+    # a worker on this machine claimed the first unit, then died (SIGKILL): its pid is gone
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tid = engine._claim_waiting()
+    frozen = prepared.storage.get_trial(tid)
+    trial = optuna.trial.Trial(prepared.study, tid)
+    trial.set_user_attr("run", {"host": engine.host, "boot": engine.boot, "pid": dead.pid, "pid_start": "1", "outcome": None})
+    prepared.storage.record_heartbeat(tid)  # fresh heartbeat: only the pid check can see it is dead
+    killed_key = trial_unit(frozen).key
+
+    summary = run_sweep(cfg)
+    assert summary.counts == {"complete": 2}
+    assert sorted(fake.calls) == sorted(expected_keys(cfg))  # the killed unit trained once, here
+    study = load(cfg)
+    st = unit_statuses(study.trials)[killed_key]
+    assert [classify(t) for t in sorted(st.trials, key=lambda t: t.number)] == [Outcome.INTERRUPTED, Outcome.COMPLETE]
+    retry = st.final
+    assert retry.system_attrs.get("failed_trial") == frozen.number  # Optuna's retry callback made the copy
+
+
+def test_a_stale_heartbeat_from_another_machine_is_retried(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
+    cfg = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1, heartbeat=1, grace=2)
+    prepared = prepare_sweep(cfg)
+    engine = SweepEngine(prepared)
+    engine.queue_plan()
+    tid = engine._claim_waiting()
+    trial = optuna.trial.Trial(prepared.study, tid)
+    trial.set_user_attr("run", {"host": "other-machine", "boot": "x", "pid": 4242, "outcome": None})
+    prepared.storage.record_heartbeat(tid)
+    time.sleep(prepared.storage.grace_period + 1.5)  # no heartbeat for longer than the grace period
+    summary = run_sweep(cfg)
+    assert summary.counts == {"complete": 2}
+    assert len(fake.calls) == 2
+    st = unit_statuses(load(cfg).trials)[trial_unit(prepared.storage.get_trial(tid)).key]
+    assert [classify(t) for t in sorted(st.trials, key=lambda t: t.number)] == [Outcome.INTERRUPTED, Outcome.COMPLETE]
+
+
+def test_interrupted_trials_are_queued_again_and_resume(data_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1)
+    key = "focal|g=1|a=0.25|s=0"
+    trainer = FakeTrainer(interrupt=key)
+    monkeypatch.setattr(eng, "run_trial", trainer)
+    first = run_sweep(cfg)
+    study = load(cfg)
+    st = unit_statuses(study.trials)[key]
+    assert [classify(t) for t in st.trials] == [Outcome.INTERRUPTED, Outcome.WAITING]
+    assert first.counts.get("complete") == 1
+    trainer.interrupt = None
+    second = run_sweep(cfg)
+    assert second.counts == {"complete": 2}
+    assert Counter(trainer.calls)[key] == 2  # interrupted once, then trained to the end once
+    st = unit_statuses(load(cfg).trials)[key]
+    assert st.state == Outcome.COMPLETE
+
+
+def test_a_unit_queued_twice_is_not_trained_twice(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
+    cfg = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1)
+    run_sweep(cfg)
+    assert len(fake.calls) == 2
+    study = load(cfg)
+    unit = Unit("focal", 1.0, 0.25, 0)
+    study.enqueue_trial(unit.params(), user_attrs={"unit": unit.to_json()})  # e.g. a racing re-queue
+    run_sweep(cfg)
+    assert len(fake.calls) == 2
+    outcomes = [classify(t) for t in unit_statuses(load(cfg).trials)[unit.key].trials]
+    assert sorted(outcomes) == sorted([Outcome.COMPLETE, Outcome.DUPLICATE])
+
+
+def test_tpe_sampled_settings_run_every_seed(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
+    cfg = config(data_yaml, tmp_path, sampler="tpe", trials=3, gamma="0:3", alpha="0:1", seeds=2, sampler_seed=1, n_jobs=2)
+    summary = run_sweep(cfg)
+    assert summary.counts == {"complete": 2 + 3 * 2}
+    study = load(cfg)
+    statuses = unit_statuses(study.trials)
+    sampled = [st.unit for st in statuses.values() if st.unit.origin == "sampled"]
+    settings = Counter(u.setting for u in sampled)
+    assert len(settings) == 3 and set(settings.values()) == {2}
+    for u in sampled:
+        assert 0.0 <= u.gamma <= 3.0 and 0.0 <= u.alpha <= 1.0
+    assert len(fake.calls) == len(set(fake.calls)) == 8
+    # extending the budget on resume samples only the new settings
+    cfg.trials = 4
+    more = run_sweep(cfg)
+    assert more.counts == {"complete": 2 + 4 * 2}
+    assert len(fake.calls) == 10
+
+
+def test_median_pruner_stops_hopeless_trials(data_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = FakeTrainer(epochs=3)
+    monkeypatch.setattr(eng, "run_trial", trainer)
+    cfg = config(data_yaml, tmp_path, gamma="0,1,2,3", alpha="0.25", seeds=1, epochs=3, prune="median")
+    summary = run_sweep(cfg)
+    assert summary.counts.get("pruned", 0) >= 1
+    study = load(cfg)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and all(trial_unit(t).gamma >= 2 for t in pruned)  # the worst settings
+    assert all(len(t.intermediate_values) < 3 for t in pruned)
+
+
+def test_resume_with_another_search_space_is_refused_before_training(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
+    cfg = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1)
+    run_sweep(cfg)
+    n = len(load(cfg).trials)
+    other = config(data_yaml, tmp_path, gamma="0.5,1", alpha="0.25", seeds=1)
+    with pytest.raises(SweepError, match=r"(?s)different search space.*gamma"):
+        run_sweep(other)
+    longer = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1, epochs=5)
+    with pytest.raises(SweepError, match=r"'epochs': study has 1, this command has 5"):
+        run_sweep(longer)
+    assert len(load(cfg).trials) == n
+    assert len(fake.calls) == 2
+
+
+def test_failed_units_are_results_not_retries(data_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def run_trial(spec: Any, on_epoch: Any = None, stop: Any = None, on_start: Any = None) -> TrialResult:
+        calls.append(spec.unit_key)
+        if spec.hyp.get("fl_gamma") == 1.0:
+            return TrialResult("failed", "RuntimeError: boom", seconds=0.01, returncode=1)
+        return FakeTrainer()(spec, on_epoch)
+
+    calls: List[str] = []
+    monkeypatch.setattr(eng, "run_trial", run_trial)
+    cfg = config(data_yaml, tmp_path, gamma="0,1", alpha="0.25", seeds=1)
+    summary = run_sweep(cfg)
+    assert summary.counts == {"complete": 2, "failed": 1}
+    run_sweep(cfg)
+    assert len(calls) == 3
+    failed = [t for t in load(cfg).trials if classify(t) == Outcome.FAILED]
+    assert trial_run(failed[0])["reason"] == "RuntimeError: boom"
