@@ -40,10 +40,14 @@ the logit gradient).
 """
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -65,10 +69,12 @@ __all__ = [
 AlphaLike = Union[float, int, Sequence[float], Tensor, None]
 REDUCTIONS: Tuple[str, ...] = ("none", "mean", "sum")
 
-# Elements per chunk on CPU. Big enough that torch's per-op dispatch overhead (~2 us) is amortised and
-# its intra-op thread pool kicks in, small enough that the ~9 float32 scratch rows stay in L2/L3.
-# Measured on 2-core AVX2 (see docs/losses.md); overridable for tuning via ``set_chunk_size``.
-_CPU_CHUNK = 1 << 16
+# Elements per chunk on CPU: ATen's grain size, the largest chunk whose ops still run inline on the
+# calling thread (see _map_chunks); big enough to amortise the ~2 us dispatch cost of each op, small
+# enough that a worker's 8 float32 scratch rows (1 MiB) stay in L2/L3. Tuned on 2-core AVX2.
+_CPU_CHUNK = 1 << 15
+# More Python threads than this fight over the GIL between ops.
+_MAX_WORKERS = 8
 # Accelerators gain nothing from cache blocking but still bound the scratch memory.
 _ACCEL_CHUNK = 1 << 22
 
@@ -214,33 +220,38 @@ def _operand(value: Optional[Tensor], shape: torch.Size, like: Tensor, ctype: to
 
 
 class _Scratch:
-    """Preallocated scratch rows for one call: reusing them avoids a malloc + page faults per chunk op."""
+    """Scratch rows of one worker, allocated once per call and reused by all its chunks: a fresh
+    tensor per chunk op would cost a malloc and page faults every time. Views are cached per shape."""
 
-    NAMES = ("E", "IE", "P", "Q", "B", "D", "W", "H", "X", "T")
+    NAMES = ("E", "P", "Q", "B", "D", "W", "H", "U", "X", "T")
 
-    def __init__(self, numel: int, dtype: torch.dtype, device: torch.device):
-        self._buf = torch.empty((len(self.NAMES), numel), dtype=dtype, device=device)
-        self._mask = torch.empty(numel, dtype=torch.bool, device=device)
+    def __init__(self, numel: int, dtype: torch.dtype, device: torch.device, cast: bool):
+        rows = len(self.NAMES) if cast else len(self.NAMES) - 2
+        self._buf = torch.empty((rows, numel), dtype=dtype, device=device)
+        self._views: Dict[Tuple[int, ...], _Views] = {}
 
     def views(self, shape: Tuple[int, ...]) -> "_Views":
-        m = math.prod(shape)
-        rows = [row[:m].view(shape) for row in self._buf]
-        return _Views(*rows, self._mask[:m].view(shape))
+        found = self._views.get(shape)
+        if found is None:
+            m = math.prod(shape)
+            rows = [row[:m].view(shape) for row in self._buf]
+            rows += [None] * (len(self.NAMES) - len(rows))
+            found = self._views[shape] = _Views(*rows)
+        return found
 
 
 @dataclass
 class _Views:
     E: Tensor
-    IE: Tensor
     P: Tensor
     Q: Tensor
     B: Tensor
     D: Tensor
     W: Tensor
     H: Tensor
-    X: Tensor
-    T: Tensor
-    mask: Tensor
+    U: Tensor
+    X: Optional[Tensor]
+    T: Optional[Tensor]
 
 
 def _pow_into(out: Tensor, base: Tensor, gamma: float) -> Tensor:
@@ -265,92 +276,157 @@ def _pow_into(out: Tensor, base: Tensor, gamma: float) -> Tensor:
 
 def _bce_terms(x: Tensor, t: Tensor, pw: Optional[Tensor], s: _Views) -> None:
     """Fill ``s.P = sigmoid(x)``, ``s.Q = sigmoid(-x)``, ``s.B = BCE(x, t)`` (with ``pos_weight``,
-    without ``weight``) and ``s.D = dB/dx``, with one exp and one log1p per element.
+    without ``weight``) and ``s.D = dB/dx``; uses ``s.E`` as scratch.
 
-    ``exp(-x)`` overflows to +inf for x < -88 (float32); every use below has the right limit there.
+    ``sigmoid(-x)`` is computed directly, never as ``1 - p``: that cancellation is what turns
+    ``1 - p_t`` into an exact 0 at saturated logits and breaks ``gamma < 1`` elsewhere.
     """
-    E, IE, P, Q, B, D = s.E, s.IE, s.P, s.Q, s.B, s.D
-    torch.neg(x, out=E).exp_()  # exp(-x)
-    torch.reciprocal(E, out=IE)  # exp(x) without a second transcendental
-    torch.add(E, 1, out=P).reciprocal_()  # p = 1/(1+exp(-x)): keeps relative precision when p is tiny
-    torch.add(IE, 1, out=Q).reciprocal_()  # q = 1/(1+exp(x)): no 1 - p cancellation when q is tiny
-    torch.minimum(E, IE, out=E).log1p_()  # softplus(-|x|) = log1p(exp(-|x|))
+    E, P, Q, B, D = s.E, s.P, s.Q, s.B, s.D
+    torch.sigmoid(x, out=P)
+    torch.neg(x, out=Q).sigmoid_()
+    torch.minimum(P, Q, out=E).neg_().log1p_()  # log(1 - sigmoid(-|x|)) = -softplus(-|x|), accurate in both tails
     if pw is None:
         # BCE = relu(x) - t*x + softplus(-|x|); relu(x) - t*x is exact for t in {0, 1}.
-        torch.clamp_min(x, 0, out=B).addcmul_(t, x, value=-1).add_(E)
+        torch.clamp_min(x, 0, out=B).addcmul_(t, x, value=-1).sub_(E)
         torch.sub(P, t, out=D)
         return
     # BCE = (1-t) x + (1 + (pw-1) t) softplus(-x), ATen's pos_weight formula.
-    torch.neg(x, out=B).clamp_min_(0).add_(E)  # softplus(-x)
-    torch.mul(t, pw, out=IE).sub_(t).add_(1)  # 1 + (pw-1) t
-    B.mul_(IE)
-    torch.mul(t, x, out=IE)
-    B.add_(torch.sub(x, IE, out=IE))  # + (1-t) x, with x - t x exact for t in {0, 1}
+    U = s.U
+    torch.neg(x, out=B).clamp_min_(0).sub_(E)  # softplus(-x)
+    torch.mul(t, pw, out=U).sub_(t).add_(1)  # 1 + (pw-1) t
+    B.mul_(U)
+    torch.mul(t, x, out=U)
+    B.add_(torch.sub(x, U, out=U))  # + (1-t) x, with x - t x exact for t in {0, 1}
     # dB/dx = (1-t) p - pw t q, written so that it is exact for t in {0, 1}
-    torch.mul(t, P, out=IE)
-    torch.sub(P, IE, out=IE)
+    torch.mul(t, P, out=U)
+    torch.sub(P, U, out=U)
     torch.mul(t, Q, out=D).mul_(pw)
-    torch.sub(IE, D, out=D)
+    torch.sub(U, D, out=D)
 
 
 def _focal_weight(spec: _Spec, t: Tensor, alpha: Tuple[Optional[Tensor], ...], s: _Views) -> Optional[Tensor]:
-    """Fill ``s.W``, the focal weight (without ``weight``/scale), and return ``H = (dW/dx) / W``
-    (``None`` when it is zero everywhere).
+    """Fill ``s.W`` with the focal weight (``alpha`` included, ``weight`` and scale not) and return
+    ``H = (dW/dx) / (gamma W)``, or ``None`` when ``dW/dx`` is zero everywhere.
 
-    The gradient is then ``W * (dB/dx + H * B)``. ``H`` is bounded wherever ``W > 0`` and finite where
-    ``W == 0``, so no ``inf * 0`` appears for any ``gamma >= 0``:
+    The gradient is then ``W * (dB/dx + gamma * H * B)``. ``H`` is bounded wherever ``W > 0`` and
+    finite where ``W == 0``, so no ``inf * 0`` appears for any ``gamma >= 0``:
 
-    * focal:     ``W = alpha_t u**g``, ``u = 1 - p_t``;  ``H = g (1-2t) p q / u``, ``|H| <= 2g``
-    * qfocal:    ``W = alpha_t |d|**g``, ``d = t - p``;  ``H = -g p q / d``
-    * varifocal: ``W = t`` where ``t > 0`` (``H = 0``), else ``alpha p**g`` (``H = g q``)
+    * focal:     ``W = alpha_t u**g``, ``u = 1 - p_t``;  ``H = (1-2t) p q / u``, ``|H| <= 2``
+    * qfocal:    ``W = alpha_t |d|**g``, ``d = t - p``;  ``H = -p q / d`` (0 at the cusp ``d = 0``)
+    * varifocal: ``W = t`` where ``t > 0`` (``H = 0``), else ``alpha p**g`` (``H = q``)
     """
-    P, Q, W, H, U, mask = s.P, s.Q, s.W, s.H, s.E, s.mask  # E is free once _bce_terms is done
+    P, Q, W, H, U, E = s.P, s.Q, s.W, s.H, s.U, s.E  # E is free once _bce_terms is done
     g = spec.gamma
     if spec.kind == "varifocal":
         (alpha,) = alpha
-        torch.gt(t, 0, out=mask)
+        torch.sign(t, out=E).clamp_min_(0)  # 1 where t > 0 (positives), else 0; cheaper than where()
         if g == 0:
             W.fill_(1.0)
         else:
             _pow_into(W, P, g)
         if alpha is not None:
             W.mul_(alpha)
-        torch.where(mask, t, W, out=W)
+        W.addcmul_(E, torch.sub(t, W, out=H))  # W + [t > 0] (t - W)
         if g == 0:
             return None
-        return torch.mul(Q, g, out=H).masked_fill_(mask, 0.0)
+        torch.mul(Q, E, out=H)
+        return torch.sub(Q, H, out=H)  # q [t <= 0]
     a0, a1 = alpha
     if spec.kind == "focal":
         torch.lerp(P, Q, t, out=U)  # 1 - p_t = (1-t) p + t q; lerp is exact at t in {0, 1}
+        if g != 0:
+            _pow_into(W, U, g)
     else:
         torch.lerp(torch.neg(P, out=U), Q, t, out=U)  # d = t - p = (1-t)(-p) + t q, exact at t in {0, 1}
-    if g == 0:
-        W.fill_(1.0)
-    elif spec.kind == "focal":
-        _pow_into(W, U, g)
-    else:
-        _pow_into(W, torch.abs(U, out=H), g)
+        torch.sign(U, out=E)
+        U.abs_()
+        if g != 0:
+            _pow_into(W, U, g)
     if a0 is not None:
-        W.mul_(torch.addcmul(a0, t, a1, out=H))  # alpha_t = (1-alpha) + (2 alpha - 1) t
+        if g == 0:
+            torch.addcmul(a0, t, a1, out=W)  # alpha_t = (1-alpha) + (2 alpha - 1) t
+        else:
+            W.mul_(torch.addcmul(a0, t, a1, out=H))
+    elif g == 0:
+        W.fill_(1.0)
     if g == 0:
         return None
     torch.mul(P, Q, out=H)
     if spec.kind == "focal":
-        H.addcmul_(t, H, value=-2.0)  # (1-2t) p q = du/dx
-        return H.div_(U.clamp_min_(torch.finfo(U.dtype).tiny)).mul_(g)  # u == 0 only where p q == 0
-    # d == 0 (p exactly on a soft target) is the cusp of |d|**g: W == 0 there, any finite H will do.
-    U.masked_fill_(torch.eq(U, 0, out=mask), 1.0)
-    return H.div_(U).mul_(-g)
+        H.addcmul_(t, H, value=-2.0)  # (1-2t) p q = du/dx; u == 0 only where p q == 0
+    else:
+        H.mul_(E).neg_()  # -sign(d) p q: the cusp d == 0 gets H = 0 (W is 0 there anyway)
+    return H.div_(U.clamp_min_(torch.finfo(U.dtype).tiny))
 
 
-def _alpha_operands(kind: str, alpha: Optional[Tensor], shape: torch.Size, like: Tensor,
-                    ctype: torch.dtype) -> Tuple[Optional[_Operand], ...]:
+def _alpha_operands(kind: str, alpha: Optional[Tensor], shape: torch.Size, like: Tensor, ctype: torch.dtype,
+                    scale: float) -> Tuple[Optional[_Operand], ...]:
+    """Varifocal: ``(alpha,)``. Focal/qfocal: ``(a0, a1)`` with ``alpha_t = a0 + a1 t``, scale folded in."""
     if kind == "varifocal":
         return (_operand(alpha, shape, like, ctype),)
     if alpha is None:
         return (None, None)
-    a = alpha.detach().to(device=like.device, dtype=ctype)
-    return (_operand(1.0 - a, shape, like, ctype), _operand(2.0 * a - 1.0, shape, like, ctype))
+    a = alpha.detach().to(device=like.device, dtype=torch.float64)
+    return (_operand((1.0 - a) * scale, shape, like, ctype), _operand((2.0 * a - 1.0) * scale, shape, like, ctype))
+
+
+# The chunk loop runs on a few Python threads. Each chunk is at most ATen's grain size (32768), so every
+# op runs inline on its thread: no OpenMP region per op, whose barrier is what makes a long chain of
+# small ops crawl when the cores are shared (data-loader workers, other jobs).
+_pool: Optional[ThreadPoolExecutor] = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _drop_pool_after_fork() -> None:
+    global _pool, _pool_size
+    _pool, _pool_size = None, 0  # the child has none of the parent's threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_pool_after_fork)
+
+
+def _workers(chunks: int, device: torch.device) -> int:
+    if device.type != "cpu" or chunks < 2:
+        return 1
+    return max(1, min(torch.get_num_threads(), _MAX_WORKERS, chunks))
+
+
+def _get_pool(size: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < size:
+            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="yolo-focal-loss")
+            _pool_size = size
+        return _pool
+
+
+def _map_chunks(count: int, run: Callable[[int, _Scratch], Optional[Tensor]],
+                make_scratch: Callable[[], _Scratch], workers: int) -> List[Optional[Tensor]]:
+    """``[run(i, scratch) for i in range(count)]``, spread over ``workers`` threads (one is the caller)."""
+    out: List[Optional[Tensor]] = [None] * count
+    counter = itertools.count()
+
+    def loop() -> None:
+        with torch.no_grad():  # grad mode is thread-local; nothing here is differentiated
+            scratch = make_scratch()
+            for i in iter(counter.__next__, None):
+                if i >= count:
+                    return
+                out[i] = run(i, scratch)
+
+    if workers <= 1:
+        loop()
+        return out
+    pool = _get_pool(workers - 1)
+    futures = [pool.submit(loop) for _ in range(workers - 1)]
+    try:
+        loop()
+    finally:
+        for fut in futures:
+            fut.result()
+    return out
 
 
 def _fused_forward(
@@ -366,9 +442,12 @@ def _fused_forward(
     shape = x.shape
     n = x.numel()
     ctype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    x = x.contiguous()
-    t = t.contiguous()
-    alpha_ops = _alpha_operands(spec.kind, alpha, shape, x, ctype)
+    x = x.detach().contiguous()
+    t = t.detach().contiguous()
+    scale = 1.0 / max(n, 1) if spec.reduction == "mean" else 1.0
+    alpha_ops = _alpha_operands(spec.kind, alpha, shape, x, ctype, scale)
+    if alpha_ops[0] is not None and spec.kind != "varifocal":
+        scale = 1.0  # folded into alpha_t
     pw = _operand(pos_weight, shape, x, ctype)
     w = _operand(weight, shape, x, ctype)
     ops = [op for op in (*alpha_ops, pw, w) if op is not None]
@@ -384,13 +463,13 @@ def _fused_forward(
     x2, t2 = x.view(-1, width), t.view(-1, width)
     rows = x2.shape[0]
     step = max(1, min(chunk, max(n, 1)) // width)
+    count = -(-rows // step)
     loss_out = torch.empty_like(x2) if spec.reduction == "none" else None
     grad = torch.empty_like(x2) if need_grad else None
-    scale = 1.0 / max(n, 1) if spec.reduction == "mean" else 1.0
-    partial: List[Tensor] = []
-    scratch = _Scratch(step * width, ctype, x.device)
-    for start in range(0, rows, step):
-        sl = slice(start, min(start + step, rows))
+    cast = x.dtype != ctype or t.dtype != ctype
+
+    def run(i: int, scratch: _Scratch) -> Optional[Tensor]:
+        sl = slice(i * step, min((i + 1) * step, rows))
         xc, tc = x2[sl], t2[sl]
         s = scratch.views(tuple(xc.shape))
         if xc.dtype != ctype:  # half/bfloat16: upcast inside the cache-resident chunk, not the whole input
@@ -404,18 +483,21 @@ def _fused_forward(
             W.mul_(w.chunk(sl))
         if scale != 1.0:
             W.mul_(scale)
-        if loss_out is not None:
-            torch.mul(W, B, out=loss_out[sl])
-        else:
-            partial.append(torch.dot(W.view(-1), B.view(-1)))
         if grad is not None:
             if H is not None:
-                D.addcmul_(H, B)
+                D.addcmul_(H, B, value=spec.gamma)
             torch.mul(D, W, out=grad[sl])
+        if loss_out is not None:
+            torch.mul(W, B, out=loss_out[sl])
+            return None
+        return torch.dot(W.view(-1), B.view(-1))
+
+    workers = _workers(count, x.device)
+    partial = _map_chunks(count, run, lambda: _Scratch(step * width, ctype, x.device, cast), workers)
     if loss_out is not None:
         loss = loss_out.view(shape)
     elif partial:
-        loss = torch.stack(partial).to(torch.float64).sum().to(x.dtype)
+        loss = torch.stack(partial).to(torch.float64).sum().to(x.dtype)  # type: ignore[arg-type]
     else:
         loss = torch.zeros((), dtype=x.dtype, device=x.device)
     return loss, (None if grad is None else grad.view(shape))
