@@ -282,7 +282,8 @@ def to_markdown(report: Report, heatmap: Optional[str] = None, best_hyp: Optiona
         lines += [f"![mean mAP50-95 over gamma x alpha]({heatmap})", ""]
     if best_hyp and report.best is not None:
         lines += [f"Best setting as a ready hyp: `{best_hyp}` ({report.best.label()}).", ""]
-    lines.append(f"Storage: `{redact_url(report.storage)}`")
+    if report.storage:
+        lines.append(f"Storage: `{redact_url(report.storage)}`")
     return "\n".join(lines) + "\n"
 
 
@@ -330,6 +331,9 @@ def write_heatmap(report: Report, path: Path) -> bool:
     vmin, vmax = (min(finite), max(finite)) if finite else (0.0, 1.0)
     if vmin == vmax:
         vmin, vmax = vmin - 1e-3, vmax + 1e-3
+    space = report.plan.search_space()
+    if space.gamma.kind == "range" or space.alpha.kind == "range":
+        return _write_scatter(report, path, losses, base_mean, vmin, vmax)
     for loss in losses:
         rows = [r for r in report.rows if r.loss == loss]
         gammas = sorted({r.gamma for r in rows if r.gamma is not None})
@@ -353,7 +357,9 @@ def write_heatmap(report: Report, path: Path) -> bool:
                 text[(i, j)] = f"{r.mean_map:.4f}{mark}{delta}"
             else:
                 text[(i, j)] = "failed" if r.failed else ("pruned" if r.pruned else "…")
-        image = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto", origin="lower")
+        cmap = plt.get_cmap("viridis").copy()
+        cmap.set_bad("#d9d9d9")  # no completed run: grey, labelled failed/pruned/pending
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", origin="lower")
         ax.set_xticks(range(len(alphas)), [fmt_value(a) for a in alphas])
         ax.set_yticks(range(len(gammas)), [fmt_value(g) for g in gammas])
         ax.set_xlabel("fl_alpha")
@@ -361,12 +367,42 @@ def write_heatmap(report: Report, path: Path) -> bool:
         ax.set_title(f"fl_loss: {loss}")
         for (i, j), label in text.items():
             value = grid[i, j]
-            light = not math.isfinite(value) or (value - vmin) / (vmax - vmin) < 0.55
-            ax.text(j, i, label, ha="center", va="center", fontsize=8, color="white" if light else "black")
+            dark_cell = math.isfinite(value) and (value - vmin) / (vmax - vmin) < 0.55
+            ax.text(j, i, label, ha="center", va="center", fontsize=8, color="white" if dark_cell else "black")
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), label="mean mAP50-95 over seeds")
     base_text = f"baseline (stock BCE) {base_mean:.4f}" if math.isfinite(base_mean) else "baseline: no completed run"
     fig.suptitle(f"{report.study}: mean mAP50-95; second line Δ vs {base_text}; ▲/▼ Welch p<{SIGNIFICANCE}", fontsize=9)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def _write_scatter(report: Report, path: Path, losses: List[str], base_mean: float, vmin: float, vmax: float) -> bool:
+    """Sampled sweeps over continuous ranges: one point per sampled setting, coloured by mean mAP50-95."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(losses), figsize=(5.6 * len(losses), 4.4), squeeze=False)
+    image = None
+    for ax, loss in zip(axes[0], losses):
+        rows = [r for r in report.rows if r.loss == loss]
+        done = [r for r in rows if r.n]
+        other = [r for r in rows if not r.n]
+        if done:
+            image = ax.scatter([r.alpha for r in done], [r.gamma for r in done], c=[r.mean_map for r in done],
+                               cmap="viridis", vmin=vmin, vmax=vmax, s=[40 + 30 * r.n for r in done], edgecolors="black")
+            best = max(done, key=lambda r: r.mean_map)
+            ax.annotate(f"{best.mean_map:.4f}", (best.alpha, best.gamma), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        if other:
+            ax.scatter([r.alpha for r in other], [r.gamma for r in other], marker="x", color="grey", label="failed/pruned")
+            ax.legend(fontsize=8, loc="best")
+        ax.set_xlabel("fl_alpha")
+        ax.set_ylabel("fl_gamma")
+        ax.set_title(f"fl_loss: {loss} ({len(rows)} sampled settings)")
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), label="mean mAP50-95 over seeds")
+    base_text = f"baseline (stock BCE) {base_mean:.4f}" if math.isfinite(base_mean) else "baseline: no completed run"
+    fig.suptitle(f"{report.study}: mean mAP50-95 per sampled setting; {base_text}", fontsize=9)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return True

@@ -1,0 +1,182 @@
+"""``yolo-focal report`` numbers against a hand-computed example, and its outputs.
+
+Hand computation (3 seeds per setting, sample std with n - 1):
+
+* baseline           mAP50-95 0.10, 0.12, 0.14 -> mean 0.12, std 0.02
+* focal g=1 a=0.25   0.15, 0.17, 0.19           -> mean 0.17, std 0.02
+  Welch: se = sqrt(0.02^2/3 + 0.02^2/3) = 0.0163299, t = 0.05 / se = 3.0619,
+  df = (2 * 0.0004/3)^2 / (2 * (0.0004/3)^2 / 2) = 4, so the Student-t CDF has the closed form
+  F(t) = 1/2 + (s/2) * (1 + (1 - s^2)/2) with s = t / sqrt(t^2 + 4): p = 2 (1 - F(3.0619)) = 0.0376.
+  95% CI: 0.05 +- t_{0.975, 4} * se = 0.05 +- 2.7764 * 0.0163299 = [0.00466, 0.09534].
+* focal g=2 a=0.25   0.08, 0.12, 0.10 -> mean 0.10, std 0.02, t = -1.2247, p = 0.2879
+* focal g=1 a=0.75   0.11, 0.13 and one NaN failure -> mean 0.12: difference 0, t = 0, p = 1
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import optuna
+import pytest
+import yaml
+
+from yolo_focal_plugin.sweep.report import build_report, report_study, to_markdown, write_report
+from yolo_focal_plugin.sweep.space import SearchSpace, Unit
+from yolo_focal_plugin.sweep.study import PLAN_ATTR, Plan, open_storage
+from yolo_focal_plugin.sweep.stats import welch
+
+BASE_HYP = {"lr0": 0.01, "cls": 0.5, "fl_loss": "focal", "fl_gamma": 1.5, "fl_alpha": 0.25, "fl_apply": "cls"}
+
+
+def t_cdf_df4(t: float) -> float:
+    s = t / math.sqrt(t * t + 4.0)
+    return 0.5 + (s / 2.0) * (1.0 + (1.0 - s * s) / 2.0)
+
+
+def plan() -> Plan:
+    space = SearchSpace.build("grid", "focal", "1,2", "0.25,0.75", 3, None, ["focal", "bce"])
+    return Plan(space=space.to_json(), settings={"data": "/d/data.yaml", "cfg": "yolov5n.yaml", "weights": "", "epochs": 5,
+                                                  "img": 64, "batch_size": 8, "train_args": []}, base_hyp=dict(BASE_HYP))
+
+
+def frozen(unit: Unit, state: str, map50_95: Optional[float] = None, reason: str = "", epochs: int = 5,
+           outcome: Optional[str] = None) -> optuna.trial.FrozenTrial:
+    run: Dict[str, Any] = {"outcome": outcome or {"complete": "complete", "fail": "failed", "pruned": "pruned"}[state],
+                           "epochs_run": epochs, "reason": reason}
+    if map50_95 is not None:
+        run.update(map50_95=map50_95, map50=map50_95 + 0.1)
+    states = {"complete": optuna.trial.TrialState.COMPLETE, "fail": optuna.trial.TrialState.FAIL,
+              "pruned": optuna.trial.TrialState.PRUNED}
+    return optuna.trial.create_trial(
+        state=states[state], value=map50_95 if state == "complete" else None,
+        params=unit.params(), distributions={k: optuna.distributions.FloatDistribution(0, 3) if k != "fl_loss" else
+                                             optuna.distributions.CategoricalDistribution(["focal"]) for k in unit.params()},
+        user_attrs={"unit": unit.to_json(), "run": run},
+        intermediate_values={} if state != "pruned" else {0: 0.01},
+    )
+
+
+def example_trials() -> List[optuna.trial.FrozenTrial]:
+    trials = []
+    for seed, m in enumerate((0.10, 0.12, 0.14)):
+        u = Unit("baseline", None, None, seed, "baseline")
+        if seed == 1:  # an interrupted attempt before the real one: must not count twice
+            trials.append(frozen(u, "fail", outcome="interrupted"))
+        trials.append(frozen(u, "complete", m))
+    for seed, m in enumerate((0.15, 0.17, 0.19)):
+        trials.append(frozen(Unit("focal", 1.0, 0.25, seed), "complete", m))
+    for seed, m in enumerate((0.08, 0.12, 0.10)):
+        trials.append(frozen(Unit("focal", 2.0, 0.25, seed), "complete", m, epochs=4 + seed))
+    trials.append(frozen(Unit("focal", 1.0, 0.75, 0), "complete", 0.11))
+    trials.append(frozen(Unit("focal", 1.0, 0.75, 1), "fail", reason="NaN loss in epoch 3 (train/cls_loss)", epochs=3))
+    trials.append(frozen(Unit("focal", 1.0, 0.75, 2), "complete", 0.13))
+    for seed in range(3):
+        trials.append(frozen(Unit("focal", 2.0, 0.75, seed), "pruned", epochs=1))
+    return trials
+
+
+def test_report_numbers_match_the_hand_computed_example() -> None:
+    report = build_report(example_trials(), plan(), study="hand")
+    rows = {r.setting: r for r in report.rows}
+    base = rows["baseline"]
+    assert report.rows[0] is base
+    assert base.n == 3 and base.seeds == 3  # the interrupted attempt is not a fourth run
+    assert base.mean_map == pytest.approx(0.12) and base.std_map == pytest.approx(0.02)
+    assert base.mean_map50 == pytest.approx(0.22)
+
+    good = rows["focal|g=1|a=0.25"]
+    se = math.sqrt(0.02 ** 2 / 3 * 2)
+    t = 0.05 / se
+    assert t == pytest.approx(3.0619, abs=1e-4)
+    assert good.test.t == pytest.approx(t)
+    assert good.test.df == pytest.approx(4.0)
+    assert good.test.p == pytest.approx(2 * (1 - t_cdf_df4(t)), rel=1e-9)
+    assert good.test.p == pytest.approx(0.0376, abs=1e-4)
+    assert good.test.ci_low == pytest.approx(0.05 - 2.776445 * se, abs=1e-6)
+    assert good.test.ci_high == pytest.approx(0.05 + 2.776445 * se, abs=1e-6)
+    assert good.test.significant()
+
+    worse = rows["focal|g=2|a=0.25"]
+    assert worse.mean_map == pytest.approx(0.10) and worse.test.diff == pytest.approx(-0.02)
+    assert worse.test.p == pytest.approx(2 * (1 - t_cdf_df4(1.224745)), rel=1e-5)
+    assert worse.epochs == [4, 5, 6]
+
+    partly = rows["focal|g=1|a=0.75"]
+    assert (partly.n, partly.failed) == (2, 1)
+    assert partly.failures == ["seed 1: NaN loss in epoch 3 (train/cls_loss)"]
+    assert partly.test.diff == pytest.approx(0.0, abs=1e-12) and partly.test.p == pytest.approx(1.0)
+
+    pruned = rows["focal|g=2|a=0.75"]
+    assert (pruned.n, pruned.pruned) == (0, 3) and pruned.test is None
+
+    assert report.best is good
+    assert report.verdict.startswith("focal gamma=1 alpha=0.25 beats the baseline: mAP50-95 0.1700 vs 0.1200 (+0.0500")
+    assert report.counts == {"complete": 11, "failed": 1, "pruned": 3}
+
+
+def test_report_files(tmp_path: Path) -> None:
+    report = build_report(example_trials(), plan(), study="hand", storage="sqlite:///x.db")
+    files = write_report(report, tmp_path)
+    assert set(files) == {"heatmap", "best_hyp", "markdown", "csv", "json"}
+    assert files["heatmap"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(open(files["csv"])))
+    good = next(r for r in rows if r["gamma"] == "1.0" and r["alpha"] == "0.25")
+    assert float(good["map50_95_mean"]) == pytest.approx(0.17)
+    assert float(good["map50_95_std"]) == pytest.approx(0.02)
+    assert float(good["p_value"]) == pytest.approx(0.0376, abs=1e-4)
+    assert good["significant"] == "True"
+    data = json.loads(files["json"].read_text())
+    assert data["best"] == "focal|g=1|a=0.25" and len(data["rows"]) == 5
+    md = files["markdown"].read_text()
+    assert "| focal | 1 | 0.25 | 3/3 | 0.1700 ± 0.0200 | 0.2700 ± 0.0200 | 5 | 0 | 0 | +0.0500 |" in md
+    assert "yes, better" in md and "NaN loss in epoch 3" in md
+    hyp = yaml.safe_load(files["best_hyp"].read_text())
+    assert hyp == {**BASE_HYP, "fl_loss": "focal", "fl_gamma": 1.0, "fl_alpha": 0.25}
+    assert "significant" in files["best_hyp"].read_text().splitlines()[1]
+
+
+def test_report_says_plainly_when_nothing_beats_the_baseline(tmp_path: Path) -> None:
+    trials = [frozen(Unit("baseline", None, None, s, "baseline"), "complete", m) for s, m in enumerate((0.30, 0.32, 0.31))]
+    trials += [frozen(Unit("focal", 1.0, 0.25, s), "complete", m) for s, m in enumerate((0.20, 0.22, 0.21))]
+    report = build_report(trials, plan(), study="flat")
+    assert report.verdict.startswith("No setting beats the baseline: every focal-loss setting scored a lower mean")
+    assert report.best.is_baseline
+    files = write_report(report, tmp_path)
+    hyp = yaml.safe_load(files["best_hyp"].read_text())
+    assert hyp["fl_gamma"] == 0.0 and "fl_loss" not in hyp and "fl_alpha" not in hyp  # stock YOLOv5
+    # higher mean but not significant: said as such
+    trials = [frozen(Unit("baseline", None, None, s, "baseline"), "complete", m) for s, m in enumerate((0.30, 0.32, 0.31))]
+    trials += [frozen(Unit("focal", 1.0, 0.25, s), "complete", m) for s, m in enumerate((0.29, 0.36, 0.31))]
+    report = build_report(trials, plan(), study="noisy")
+    assert report.verdict.startswith("No setting beats the baseline significantly. Highest mean: focal gamma=1 alpha=0.25")
+    assert "includes 0" in report.verdict
+
+
+def test_welch_edge_cases() -> None:
+    assert welch([0.1], [0.1, 0.2]) is None  # one seed: no variance estimate
+    assert welch([0.1, 0.1], [0.1, 0.1]) is None  # zero variance both sides
+    r = welch([1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0])
+    from scipy import stats
+
+    ref = stats.ttest_ind([1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0], equal_var=False)
+    assert r.t == pytest.approx(ref.statistic) and r.p == pytest.approx(ref.pvalue)
+
+
+def test_report_command_reads_a_stored_study(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from yolo_focal_plugin.cli import main
+
+    url = f"sqlite:///{tmp_path / 'hand.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="hand", direction="maximize")
+    study.set_user_attr(PLAN_ATTR, plan().to_json())
+    for t in example_trials():
+        study.add_trial(t)
+    assert main(["report", "--study", "hand", "--storage", url, "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "beats the baseline" in out and (tmp_path / "out" / "heatmap.png").is_file()
+    assert main(["report", "--study", "nope", "--storage", url]) == 2
+    assert "no study named 'nope'; studies in this storage: hand" in capsys.readouterr().err
+    assert main(["report", "--study", "hand", "--storage", f"sqlite:///{tmp_path / 'missing.db'}"]) == 2
+    assert "no such database file" in capsys.readouterr().err
