@@ -172,8 +172,6 @@ def _alpha_repr(alpha: Union[None, float, Tensor]) -> str:
 # fused kernel: chunked loss + analytic gradient in one pass
 # --------------------------------------------------------------------------------------------------
 
-_KINDS = ("focal", "qfocal", "varifocal")
-
 
 @dataclass(frozen=True)
 class _Spec:
