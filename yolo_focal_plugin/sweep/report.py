@@ -357,8 +357,7 @@ def write_heatmap(report: Report, path: Path) -> bool:
                 text[(i, j)] = f"{r.mean_map:.4f}{mark}{delta}"
             else:
                 text[(i, j)] = "failed" if r.failed else ("pruned" if r.pruned else "…")
-        cmap = plt.get_cmap("viridis").copy()
-        cmap.set_bad("#d9d9d9")  # no completed run: grey, labelled failed/pruned/pending
+        cmap = plt.get_cmap("viridis").with_extremes(bad="#d9d9d9")  # no completed run: grey, labelled
         image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", origin="lower")
         ax.set_xticks(range(len(alphas)), [fmt_value(a) for a in alphas])
         ax.set_yticks(range(len(gammas)), [fmt_value(g) for g in gammas])
