@@ -630,3 +630,35 @@ def test_losses_module_does_not_import_yolov5():
             "sys.exit(1 if any(m == 'yolov5' or m.startswith('yolov5.') for m in sys.modules) else 0)")
     env = {"YOLO_FOCAL_DISABLE": "1", "PATH": "/usr/bin:/bin"}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+def test_thread_pool_path_matches_and_leaves_thread_settings_alone(monkeypatch):
+    import threading
+
+    before = torch.get_num_threads()
+    if before < 2:
+        torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(20)
+        x = (torch.randn(700, 9, generator=g) * 5).requires_grad_()
+        t = torch.rand(700, 9, generator=g)
+        alpha = torch.rand(9, generator=g)
+        monkeypatch.setattr(losses, "_CPU_CHUNK", 512)  # 13 chunks of 56 rows
+        for fn in FUNCTIONALS.values():
+            monkeypatch.setattr(losses, "_INLINE_ELEMENTS", 10**9)  # caller's thread only
+            ref = fn(x, t, gamma=1.5, alpha=alpha, reduction="sum")
+            ref_grad = grad_of(ref, x)
+            monkeypatch.setattr(losses, "_INLINE_ELEMENTS", 0)  # pool threads
+            assert losses._workers(13, x.numel(), x.device) >= 1
+            out = fn(x, t, gamma=1.5, alpha=alpha, reduction="sum")
+            close(out, ref, tol=1e-6)
+            assert torch.equal(grad_of(out, x), ref_grad)  # chunks are independent: bit-identical gradient
+        # the pool threads made their own ops single-threaded; nobody else's setting changed
+        assert torch.get_num_threads() == max(before, 2)
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        worker.start()
+        worker.join()
+        assert seen == [max(before, 2)]
+    finally:
+        torch.set_num_threads(before)

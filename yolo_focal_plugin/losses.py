@@ -40,6 +40,7 @@ the logit gradient).
 """
 from __future__ import annotations
 
+import ctypes
 import itertools
 import math
 import numbers
@@ -69,11 +70,10 @@ __all__ = [
 AlphaLike = Union[float, int, Sequence[float], Tensor, None]
 REDUCTIONS: Tuple[str, ...] = ("none", "mean", "sum")
 
-# Elements per chunk on CPU: ATen's grain size, the largest chunk whose ops still run inline on the
-# calling thread (see _map_chunks); big enough to amortise the ~2 us dispatch cost of each op, small
-# enough that a worker's 8 float32 scratch rows (1 MiB) stay in L2/L3. Tuned on 2-core AVX2.
-_CPU_CHUNK = 1 << 15
-# More Python threads than this fight over the GIL between ops.
+# Elements per chunk on CPU: big enough to amortise the ~2 us dispatch cost of each op, small enough
+# that a worker's 8 float32 scratch rows (2 MiB) stay in L3. Tuned on 2-core AVX2 (docs/losses.md).
+_CPU_CHUNK = 1 << 16
+# More pool threads than this fight over the GIL between ops.
 _MAX_WORKERS = 8
 # Accelerators gain nothing from cache blocking but still bound the scratch memory.
 _ACCEL_CHUNK = 1 << 22
@@ -368,12 +368,16 @@ def _alpha_operands(kind: str, alpha: Optional[Tensor], shape: torch.Size, like:
     return (_operand((1.0 - a) * scale, shape, like, ctype), _operand((2.0 * a - 1.0) * scale, shape, like, ctype))
 
 
-# The chunk loop runs on a few Python threads. Each chunk is at most ATen's grain size (32768), so every
-# op runs inline on its thread: no OpenMP region per op, whose barrier is what makes a long chain of
-# small ops crawl when the cores are shared (data-loader workers, other jobs).
+# The chunk loop runs on a small pool of Python threads whose OpenMP thread count is set to 1 (a
+# thread-local setting, nothing global changes). Every op of a chunk then runs inline on its thread.
+# Without this, ATen's exp/log1p/sqrt (grain size 2048) and MKL's dot open an OpenMP region per op, and
+# on shared cores (data-loader workers, other jobs) each region's barrier can cost milliseconds: the
+# same 32k-element sqrt measured 8 ms instead of 80 us. The chunks themselves are the parallelism.
 _pool: Optional[ThreadPoolExecutor] = None
 _pool_size = 0
 _pool_lock = threading.Lock()
+# Below this many elements a single chunk runs on the caller's thread; no op goes parallel there anyway.
+_INLINE_ELEMENTS = 2048
 
 
 def _drop_pool_after_fork() -> None:
@@ -385,24 +389,55 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_drop_pool_after_fork)
 
 
-def _workers(chunks: int, device: torch.device) -> int:
-    if device.type != "cpu" or chunks < 2:
-        return 1
-    return max(1, min(torch.get_num_threads(), _MAX_WORKERS, chunks))
+def _omp_set_num_threads() -> Optional[Callable[[int], None]]:
+    """``omp_set_num_threads`` of the OpenMP runtime torch uses (its bundled libgomp first), or None."""
+    candidates: List[Optional[str]] = []
+    libdir = os.path.join(os.path.dirname(torch.__file__), "lib")
+    if os.path.isdir(libdir):
+        candidates += [os.path.join(libdir, f) for f in sorted(os.listdir(libdir)) if f.startswith(("libgomp", "libiomp", "libomp"))]
+    candidates.append(None)  # whatever runtime is in the global namespace
+    for path in candidates:
+        try:
+            fn = getattr(ctypes.CDLL(path), "omp_set_num_threads")
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes = [ctypes.c_int]
+        fn.restype = None
+        return fn
+    return None
+
+
+def _single_threaded_ops() -> None:
+    """Pool-thread initializer: make every ATen/MKL op on this thread run inline."""
+    torch.get_num_threads()  # let ATen initialise this thread's settings first, or it would override ours
+    setter = _omp_set_num_threads()
+    if setter is not None:
+        setter(1)
+
+
+def _workers(chunks: int, numel: int, device: torch.device) -> int:
+    """Pool threads to use; 0 means run on the caller's thread."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads <= 1 or numel <= _INLINE_ELEMENTS:
+        return 0
+    return max(1, min(threads, _MAX_WORKERS, chunks))
 
 
 def _get_pool(size: int) -> ThreadPoolExecutor:
     global _pool, _pool_size
     with _pool_lock:
         if _pool is None or _pool_size < size:
-            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="yolo-focal-loss")
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="yolo-focal-loss",
+                                       initializer=_single_threaded_ops)
             _pool_size = size
         return _pool
 
 
 def _map_chunks(count: int, run: Callable[[int, _Scratch], Optional[Tensor]],
                 make_scratch: Callable[[], _Scratch], workers: int) -> List[Optional[Tensor]]:
-    """``[run(i, scratch) for i in range(count)]``, spread over ``workers`` threads (one is the caller)."""
+    """``[run(i, scratch) for i in range(count)]`` on ``workers`` pool threads (0: on the caller's thread)."""
     out: List[Optional[Tensor]] = [None] * count
     counter = itertools.count()
 
@@ -414,16 +449,12 @@ def _map_chunks(count: int, run: Callable[[int, _Scratch], Optional[Tensor]],
                     return
                 out[i] = run(i, scratch)
 
-    if workers <= 1:
+    if workers == 0:
         loop()
         return out
-    pool = _get_pool(workers - 1)
-    futures = [pool.submit(loop) for _ in range(workers - 1)]
-    try:
-        loop()
-    finally:
-        for fut in futures:
-            fut.result()
+    pool = _get_pool(workers)
+    for fut in [pool.submit(loop) for _ in range(workers)]:
+        fut.result()
     return out
 
 
@@ -490,7 +521,7 @@ def _fused_forward(
             return None
         return torch.dot(W.view(-1), B.view(-1))
 
-    workers = _workers(count, x.device)
+    workers = _workers(count, n, x.device)
     partial = _map_chunks(count, run, lambda: _Scratch(step * width, ctype, x.device, cast), workers)
     if loss_out is not None:
         loss = loss_out.view(shape)
