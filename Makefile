@@ -19,6 +19,7 @@ demo: install
 	$(BIN)/yolo-focal demo
 
 test: install
+	bash scripts/system-deps.sh
 	$(BIN)/python -m pytest
 
 test-fast: install
