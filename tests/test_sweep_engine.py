@@ -267,3 +267,17 @@ def test_failed_units_are_results_not_retries(data_yaml: Path, tmp_path: Path, m
     assert len(calls) == 3
     failed = [t for t in load(cfg).trials if classify(t) == Outcome.FAILED]
     assert trial_run(failed[0])["reason"] == "RuntimeError: boom"
+
+
+def test_another_machine_may_keep_the_dataset_elsewhere_but_not_change_it(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
+    cfg = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1)
+    run_sweep(cfg)
+    elsewhere = tmp_path / "elsewhere" / "data.yaml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(data_yaml.read_text())  # same dataset, another path: same study
+    moved = config(elsewhere, tmp_path, gamma="1", alpha="0.25", seeds=1)
+    assert run_sweep(moved).trained_here == 0
+    other = tmp_path / "other.yaml"
+    other.write_text("path: .\ntrain: images/train\nval: images/val\nnc: 2\nnames: [a, b]\n")
+    with pytest.raises(SweepError, match=r"'dataset'"):
+        run_sweep(config(other, tmp_path, gamma="1", alpha="0.25", seeds=1))

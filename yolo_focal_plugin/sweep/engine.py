@@ -183,6 +183,29 @@ def _resolve_cfg(name: str) -> str:
     raise SweepError(f"--cfg {name!r}: no such file and not a yolov5 model yaml (e.g. yolov5n.yaml)")
 
 
+def _identity(path: str) -> str:
+    """What must match between machines for a file setting: the name, plus a hash of a local file's contents."""
+    if not path:
+        return ""
+    p = Path(path)
+    if not p.is_file():
+        return p.name  # e.g. yolov5n.yaml, resolved by yolov5 from its own package
+    import hashlib
+
+    digest = hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+    return f"{p.name} sha256:{digest}"
+
+
+def _dataset_identity(path: str) -> Dict[str, Any]:
+    import yaml
+
+    meta = yaml.safe_load(Path(path).read_text()) or {}
+    names = meta.get("names")
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names)]
+    return {"nc": meta.get("nc", len(names) if names is not None else None), "names": names}
+
+
 def _load_data(path: str) -> Tuple[str, Optional[int]]:
     import yaml
 
@@ -317,6 +340,10 @@ def prepare_sweep(config: SweepConfig, create: bool = True) -> Prepared:
     plan = Plan(
         space=space.to_json(),
         settings={
+            # paths may differ between machines: the dataset (classes), model and weights identities are compared
+            "dataset": _dataset_identity(data),
+            "model": _identity(cfg),
+            "weights_id": _identity(weights),
             "data": data,
             "cfg": cfg,
             "weights": weights,

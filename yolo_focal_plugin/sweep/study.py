@@ -193,7 +193,7 @@ def _short(value: Any) -> str:
 
 
 # informative only: paths may differ between machines (the hyp's contents are compared)
-UNCOMPARED_SETTINGS = ("hyp_file", "runs_dir")
+UNCOMPARED_SETTINGS = ("hyp_file", "runs_dir", "data", "cfg", "weights")
 
 
 def plan_differences(stored: Plan, new: Plan) -> List[str]:
