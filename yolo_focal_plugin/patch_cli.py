@@ -189,7 +189,8 @@ def revert(tree: Tree, backend: Backend, out: TextIO) -> int:
     return OK
 
 
-def run_from_args(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_from_args(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+    out = out or sys.stdout
     try:
         backend = choose_backend(args.backend)
         tree = inspect_tree(args.path)

@@ -118,8 +118,8 @@ def inspect_tree(root: Path, version_override: Optional[str] = None) -> Tree:
     versions = available_versions()
     patch_version = version if version in versions else version_override or (versions[-1] if versions else None)
     tree = Tree(root, layout, version, patch_version, patches_dir(patch_version) if patch_version else None)
-    if tree.patch_dir is None or layout == "unknown":
-        return tree
+    if tree.patch_dir is None or layout != "package":
+        return tree  # a clone's files are not compared: its imports (`from utils...`) never match
     manifest = load_manifest(tree.patch_dir)
     digests = manifest.get("files", {})
     for name, fp in load_patches(tree.patch_dir):
