@@ -368,3 +368,15 @@ def test_yolo_grid_anchor_boxes_are_matched_on_the_grid_path():
     ref = RetinaMatcher().match_quality_matrix(box_iou(gts, boxes))
     assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
     assert (positives_per_gt(*got, len(gts)) > 0).all()
+
+
+def test_anchors_made_under_inference_mode_are_matched_and_not_cached():
+    # yolov5's val loop builds targets under torch.inference_mode; such tensors have no version counter
+    with torch.inference_mode():
+        anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [10.0, 10.0, 20.0, 20.0]])
+        gts = torch.tensor([[0.0, 0.0, 10.0, 9.0]])
+        matcher = RetinaMatcher()
+        matches, labels = matcher(anchors, gts)
+        matches_again, _ = matcher(anchors, gts)
+    assert labels.tolist() == [1, 0] and matches.tolist() == [0, -1] and matches_again.tolist() == [0, -1]
+    assert matcher._cache == []

@@ -228,7 +228,7 @@ def recompile_train_with_map50s(train_module: types.ModuleType) -> Any:
     namespace: dict = {}
     # leading blank lines keep tracebacks pointing at yolov5's real line numbers
     code = compile("\n" * (first_line - 1) + fixed_source, inspect.getsourcefile(original) or "<yolov5.train>", "exec")
-    exec(code, train_module.__dict__, namespace)
+    exec(code, original.__globals__, namespace)  # the module's globals, also when it runs as __main__
     fixed = namespace["train"]
     fixed.__module__ = original.__module__
     _note("train(): map50s initialised so --noval/--evolve do not crash (UnboundLocalError)")

@@ -255,7 +255,7 @@ def patch_evolve(train_module: types.ModuleType) -> bool:
     code = compile("\n" * (first_line - 1) + patched, filename, "exec")
     namespace: Dict[str, Any] = {}
     LEDGER.set(train_module, GLOBAL_NAME, sys.modules[__name__], f"{train_module.__name__}.{GLOBAL_NAME}")
-    exec(code, train_module.__dict__, namespace)
+    exec(code, original.__globals__, namespace)  # the module globals, also when run as __main__
     main = namespace["main"]
     main.__module__ = original.__module__
     main.__wrapped__ = original  # type: ignore[attr-defined]

@@ -50,6 +50,15 @@ class _PostImportLoader(importlib.abc.Loader):
         self._loader.exec_module(module)
         yolov5_hooks.after_exec(self._fullname, module)
 
+    def get_code(self, fullname: str) -> Any:
+        """Used by runpy (``python -m yolov5.train``), which executes the code as ``__main__`` and
+        never calls ``exec_module``: the train modules get one line that patches their namespace
+        right before their ``if __name__ == '__main__':`` block runs."""
+        from . import yolov5_hooks
+
+        code = yolov5_hooks.main_code(fullname, self._loader)
+        return code if code is not None else self._loader.get_code(fullname)
+
     def __getattr__(self, name: str) -> Any:
         # get_source, get_filename, is_package ... keep inspect and linecache working
         return getattr(self._loader, name)

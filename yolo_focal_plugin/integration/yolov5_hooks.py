@@ -129,6 +129,49 @@ def after_exec(fullname: str, module: types.ModuleType) -> None:
     action(module)
 
 
+MAIN_ENTRY_MODULES = ("yolov5.train", "yolov5.segment.train")
+MAIN_ANCHOR = "\nif __name__ == '__main__':"
+
+
+class _NamespaceModule:
+    """Attribute access onto a module's globals dict (``python -m`` runs a module as ``__main__``)."""
+
+    def __init__(self, name: str, namespace: Dict[str, Any]) -> None:
+        object.__setattr__(self, "_namespace", namespace)
+        object.__setattr__(self, "__name__", name)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._namespace[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self._namespace[key] = value
+
+    def __delattr__(self, key: str) -> None:
+        del self._namespace[key]
+
+
+def main_code(fullname: str, loader: Any) -> Any:
+    """Code for ``python -m <train module>`` with the plugin's patch call inserted, or None."""
+    if fullname not in MAIN_ENTRY_MODULES or not STATE.enabled:
+        return None
+    source = loader.get_source(fullname)
+    if not source or source.count(MAIN_ANCHOR) != 1:
+        print(f"yolo-focal-plugin: {fullname} has an unexpected layout; not patched when run with -m", file=sys.stderr)
+        return None
+    call = f"__import__('yolo_focal_plugin.integration.yolov5_hooks').integration.yolov5_hooks.after_exec_main({fullname!r}, globals())"
+    patched = source.replace(MAIN_ANCHOR, f"\n{call}{MAIN_ANCHOR}")
+    return compile(patched, loader.get_filename(fullname), "exec", dont_inherit=True)
+
+
+def after_exec_main(fullname: str, namespace: Dict[str, Any]) -> None:
+    """Patch a train module executing as ``__main__`` (its globals are not a registered module)."""
+    if STATE.enabled:
+        AFTER_EXEC[fullname](_NamespaceModule(fullname, namespace))  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- ComputeLoss
 
 

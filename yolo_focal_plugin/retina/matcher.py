@@ -193,9 +193,12 @@ class RetinaMatcher:
         return anchors
 
     def _index(self, anchors: Tensor) -> AnchorIndex:
+        # Inference tensors (anchors built under torch.inference_mode, e.g. in yolov5's val loop)
+        # have no version counter, so an in-place edit could not be detected: never cache them.
+        cacheable = not anchors.is_inference()
         key = (anchors.data_ptr(), tuple(anchors.shape), tuple(anchors.stride()), anchors.dtype,
-               str(anchors.device), anchors._version, self.candidate_search)
-        for k, t, idx in self._cache:
+               str(anchors.device), anchors._version if cacheable else None, self.candidate_search)
+        for k, t, idx in (self._cache if cacheable else ()):
             # holding ``t`` keeps its memory alive, so an equal data_ptr means the same storage
             if k == key:
                 return idx
@@ -209,7 +212,8 @@ class RetinaMatcher:
                 f"candidate_search='grid': {idx.dense_idx.numel()} of {idx.num} anchors are not on a regular "
                 "grid (anchors of one shape must cover every cell of a grid); use 'auto'"
             )
-        self._cache = [(key, anchors, idx)] + self._cache[:1]
+        if cacheable:
+            self._cache = [(key, anchors, idx)] + self._cache[:1]
         return idx
 
     def _check_zero_rows(self, q: Tensor, name: Callable[[int], str]) -> Tensor:
