@@ -112,10 +112,25 @@ class Report:
     verdict: str
     best: Optional[Row]
     counts: Dict[str, int]
+    decimals: int = 4
 
     @property
     def baseline(self) -> Optional[Row]:
         return next((r for r in self.rows if r.is_baseline), None)
+
+
+def precision(rows: Sequence[Row]) -> int:
+    """Decimals for this report: 4, or more when the smallest nonzero mean or difference needs them (max 7)."""
+    values: List[float] = []
+    base = next((r for r in rows if r.is_baseline), None)
+    for r in rows:
+        values += [abs(r.mean_map), abs(r.mean_map50)]
+        if base is not None and r.n and base.n:
+            values.append(abs(r.mean_map - base.mean_map))
+    small = [v for v in values if math.isfinite(v) and v > 0]
+    if not small:
+        return 4
+    return int(min(7, max(4, math.ceil(-math.log10(min(small))) + 1)))
 
 
 def _sort_key(row: Row) -> Tuple[int, str, float, float]:
@@ -160,17 +175,19 @@ def build_report(trials: Sequence[Any], plan: Plan, study: str = "", storage: st
         if row is not base and base is not None:
             row.test = welch(row.map50_95, base.map50_95)
     verdict, best = _verdict(ordered, base)
-    return Report(study=study, storage=storage, plan=plan, rows=ordered, verdict=verdict, best=best, counts=counts)
+    return Report(study=study, storage=storage, plan=plan, rows=ordered, verdict=verdict, best=best, counts=counts,
+                  decimals=precision(ordered))
 
 
 def _verdict(rows: List[Row], base: Optional[Row]) -> Tuple[str, Optional[Row]]:
+    D = precision(rows)
     scored = [r for r in rows if r.n > 0]
     if not scored:
         return "No completed runs yet: nothing to compare.", None
     best = max(scored, key=lambda r: r.mean_map)
     if base is None or base.n == 0:
         return (f"The baseline has no completed run, so nothing can be compared with it. "
-                f"Highest mean mAP50-95: {best.label()} ({best.mean_map:.4f})."), best
+                f"Highest mean mAP50-95: {best.label()} ({best.mean_map:.{D}f})."), best
     others = [r for r in scored if not r.is_baseline]
     winners = [r for r in others if r.test is not None and r.test.significant(SIGNIFICANCE) and r.test.diff > 0]
     if winners:
@@ -178,29 +195,29 @@ def _verdict(rows: List[Row], base: Optional[Row]) -> Tuple[str, Optional[Row]]:
         t = top.test
         assert t is not None
         extra = f" {len(winners) - 1} other setting(s) also beat it significantly." if len(winners) > 1 else ""
-        return (f"{top.label()} beats the baseline: mAP50-95 {top.mean_map:.4f} vs {base.mean_map:.4f} "
-                f"({t.diff:+.4f}, 95% CI [{t.ci_low:+.4f}, {t.ci_high:+.4f}], Welch p = {t.p:.3g}, "
+        return (f"{top.label()} beats the baseline: mAP50-95 {top.mean_map:.{D}f} vs {base.mean_map:.{D}f} "
+                f"({t.diff:+.{D}f}, 95% CI [{t.ci_low:+.{D}f}, {t.ci_high:+.{D}f}], Welch p = {t.p:.3g}, "
                 f"{top.n} vs {base.n} seeds).{extra}"), top
     higher = [r for r in others if r.mean_map > base.mean_map]
     if not higher:
         return (f"No setting beats the baseline: every focal-loss setting scored a lower mean mAP50-95 than "
-                f"stock YOLOv5 BCE ({base.mean_map:.4f}, {base.n} seeds). Keep fl_gamma: 0."), base
+                f"stock YOLOv5 BCE ({base.mean_map:.{D}f}, {base.n} seeds). Keep fl_gamma: 0."), base
     top = max(higher, key=lambda r: r.mean_map)
     t = top.test
-    why = (f"Welch p = {t.p:.3g}, 95% CI of the difference [{t.ci_low:+.4f}, {t.ci_high:+.4f}] includes 0"
+    why = (f"Welch p = {t.p:.3g}, 95% CI of the difference [{t.ci_low:+.{D}f}, {t.ci_high:+.{D}f}] includes 0"
            if t is not None else f"a significance test needs >= 2 completed seeds on both sides ({top.n} vs {base.n})")
     return (f"No setting beats the baseline significantly. Highest mean: {top.label()} with mAP50-95 "
-            f"{top.mean_map:.4f} vs {base.mean_map:.4f} ({top.mean_map - base.mean_map:+.4f}), but {why}. "
+            f"{top.mean_map:.{D}f} vs {base.mean_map:.{D}f} ({top.mean_map - base.mean_map:+.{D}f}), but {why}. "
             f"Run more seeds (--seeds) or epochs before switching from BCE."), top
 
 
 # --------------------------------------------------------------------------- output
 
 
-def _pm(m: float, s: float) -> str:
+def _pm(m: float, s: float, D: int = 4) -> str:
     if not math.isfinite(m):
         return "-"
-    return f"{m:.4f} ± {s:.4f}" if math.isfinite(s) else f"{m:.4f}"
+    return f"{m:.{D}f} ± {s:.{D}f}" if math.isfinite(s) else f"{m:.{D}f}"
 
 
 def _epochs(values: Sequence[int]) -> str:
@@ -211,26 +228,27 @@ def _epochs(values: Sequence[int]) -> str:
 
 
 def table_rows(report: Report) -> List[Dict[str, str]]:
+    D = report.decimals
     out = []
     for r in report.rows:
         t = r.test
         if r.is_baseline:
             diff = p = ci = sig = "(reference)"
         elif t is None:
-            diff = f"{r.mean_map - report.baseline.mean_map:+.4f}" if report.baseline and r.n and report.baseline.n else "-"
+            diff = f"{r.mean_map - report.baseline.mean_map:+.{D}f}" if report.baseline and r.n and report.baseline.n else "-"
             p, ci, sig = "n/a", "n/a", "n/a (needs ≥2 seeds each)" if r.n else "-"
         else:
-            diff = f"{t.diff:+.4f}"
+            diff = f"{t.diff:+.{D}f}"
             p = f"{t.p:.3g}"
-            ci = f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]"
+            ci = f"[{t.ci_low:+.{D}f}, {t.ci_high:+.{D}f}]"
             sig = ("yes, better" if t.diff > 0 else "yes, worse") if t.significant(SIGNIFICANCE) else "no"
         out.append({
             "loss": r.loss,
             "gamma": "-" if r.is_baseline else fmt_value(r.gamma),
             "alpha": "-" if r.is_baseline or r.alpha is None else fmt_value(r.alpha),
             "runs": f"{r.n}/{r.seeds}",
-            "mAP50-95": _pm(r.mean_map, r.std_map),
-            "mAP50": _pm(r.mean_map50, r.std_map50),
+            "mAP50-95": _pm(r.mean_map, r.std_map, D),
+            "mAP50": _pm(r.mean_map50, r.std_map50, D),
             "epochs": _epochs(r.epochs),
             "failed": str(r.failed),
             "pruned": str(r.pruned),
@@ -315,6 +333,7 @@ def _cell(x: Optional[float]) -> str:
 
 def write_heatmap(report: Report, path: Path) -> bool:
     """Mean mAP50-95 over gamma (rows) x alpha (columns), one panel per loss. False if nothing to draw."""
+    D = report.decimals
     import matplotlib
 
     matplotlib.use("Agg")
@@ -353,8 +372,8 @@ def write_heatmap(report: Report, path: Path) -> bool:
                 mark = ""
                 if r.test is not None and r.test.significant(SIGNIFICANCE):
                     mark = "▲" if r.test.diff > 0 else "▼"
-                delta = f"\n{r.mean_map - base_mean:+.4f}" if math.isfinite(base_mean) else ""
-                text[(i, j)] = f"{r.mean_map:.4f}{mark}{delta}"
+                delta = f"\n{r.mean_map - base_mean:+.{D}f}" if math.isfinite(base_mean) else ""
+                text[(i, j)] = f"{r.mean_map:.{D}f}{mark}{delta}"
             else:
                 text[(i, j)] = "failed" if r.failed else ("pruned" if r.pruned else "…")
         cmap = plt.get_cmap("viridis").with_extremes(bad="#d9d9d9")  # no completed run: grey, labelled
@@ -370,7 +389,7 @@ def write_heatmap(report: Report, path: Path) -> bool:
             ax.text(j, i, label, ha="center", va="center", fontsize=8, color="white" if dark_cell else "black")
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), label="mean mAP50-95 over seeds")
-    base_text = f"baseline (stock BCE) {base_mean:.4f}" if math.isfinite(base_mean) else "baseline: no completed run"
+    base_text = f"baseline (stock BCE) {base_mean:.{D}f}" if math.isfinite(base_mean) else "baseline: no completed run"
     fig.suptitle(f"{report.study}: mean mAP50-95; second line Δ vs {base_text}; ▲/▼ Welch p<{SIGNIFICANCE}", fontsize=9)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -379,6 +398,7 @@ def write_heatmap(report: Report, path: Path) -> bool:
 
 def _write_scatter(report: Report, path: Path, losses: List[str], base_mean: float, vmin: float, vmax: float) -> bool:
     """Sampled sweeps over continuous ranges: one point per sampled setting, coloured by mean mAP50-95."""
+    D = report.decimals
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(losses), figsize=(5.6 * len(losses), 4.4), squeeze=False)
@@ -391,7 +411,7 @@ def _write_scatter(report: Report, path: Path, losses: List[str], base_mean: flo
             image = ax.scatter([r.alpha for r in done], [r.gamma for r in done], c=[r.mean_map for r in done],
                                cmap="viridis", vmin=vmin, vmax=vmax, s=[40 + 30 * r.n for r in done], edgecolors="black")
             best = max(done, key=lambda r: r.mean_map)
-            ax.annotate(f"{best.mean_map:.4f}", (best.alpha, best.gamma), textcoords="offset points", xytext=(6, 6), fontsize=8)
+            ax.annotate(f"{best.mean_map:.{D}f}", (best.alpha, best.gamma), textcoords="offset points", xytext=(6, 6), fontsize=8)
         if other:
             ax.scatter([r.alpha for r in other], [r.gamma for r in other], marker="x", color="grey", label="failed/pruned")
             ax.legend(fontsize=8, loc="best")
@@ -400,7 +420,7 @@ def _write_scatter(report: Report, path: Path, losses: List[str], base_mean: flo
         ax.set_title(f"fl_loss: {loss} ({len(rows)} sampled settings)")
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), label="mean mAP50-95 over seeds")
-    base_text = f"baseline (stock BCE) {base_mean:.4f}" if math.isfinite(base_mean) else "baseline: no completed run"
+    base_text = f"baseline (stock BCE) {base_mean:.{D}f}" if math.isfinite(base_mean) else "baseline: no completed run"
     fig.suptitle(f"{report.study}: mean mAP50-95 per sampled setting; {base_text}", fontsize=9)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -417,6 +437,7 @@ def best_hyp(report: Report) -> Optional[Dict[str, Any]]:
 
 
 def write_best_hyp(report: Report, path: Path) -> bool:
+    D = report.decimals
     import yaml
 
     hyp = best_hyp(report)
@@ -426,8 +447,8 @@ def write_best_hyp(report: Report, path: Path) -> bool:
     t = r.test
     header = [
         f"# Best setting of yolo-focal sweep study '{report.study}': {r.label()}",
-        f"# mean mAP50-95 {r.mean_map:.4f} over {r.n} seed(s)"
-        + ("" if t is None else f"; vs baseline {t.diff:+.4f} (Welch p = {t.p:.3g}, "
+        f"# mean mAP50-95 {r.mean_map:.{D}f} over {r.n} seed(s)"
+        + ("" if t is None else f"; vs baseline {t.diff:+.{D}f} (Welch p = {t.p:.3g}, "
            f"{'significant' if t.significant(SIGNIFICANCE) else 'NOT significant'} at {SIGNIFICANCE})"),
         f"# verdict: {report.verdict}",
         f"# usage: yolov5 train --hyp {path.name} ...   (with yolo-focal-plugin installed)",
