@@ -44,7 +44,12 @@ def welch(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> O
 
     Needs at least two values on each side and a non-zero pooled standard error.
     """
-    from scipy import stats
+    try:
+        from scipy import stats
+    except ImportError:  # a runtime dependency of the report; say so instead of a bare traceback
+        from .space import SweepError
+
+        raise SweepError("the sweep report's significance test needs scipy: pip install 'scipy>=1.10'") from None
 
     if len(a) < 2 or len(b) < 2:
         return None
