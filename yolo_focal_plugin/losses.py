@@ -23,12 +23,13 @@ Numerics (the reason this module exists):
 
 * Finite loss and gradient for every ``gamma >= 0``. For ``0 < gamma < 1`` the textbook autograd
   graph multiplies ``d(u**gamma)/du = inf`` at ``u = 1 - p_t = 0`` (saturated logits, ``|x| >~ 17``
-  in float32) by zero and returns NaN; torchvision and YOLOv5 do. Here the gradient is written out
-  analytically as ``F * (dBCE/dx + H * BCE)`` where ``H = F'/F`` is bounded (see ``_focal_weight``),
-  and ``p``/``q`` come from ``exp(-x)`` without the ``1 - p`` cancellation.
-* Fast default path (no compiler): one ``autograd.Function`` walks the input in cache-sized chunks,
-  computes loss *and* gradient in the same pass (one ``exp`` and one ``log1p`` per element), keeps only
-  the gradient (1 N) and never materialises the element-wise loss unless ``reduction='none'``.
+  in float32) by zero and returns NaN; torchvision and YOLOv5 do. Here ``q`` is ``sigmoid(-x)``, never
+  ``1 - p``, and the gradient is written out analytically as ``W * (dBCE/dx + gamma * H * BCE)``, with
+  ``W`` the focal weight and ``H = W' / (gamma W)`` bounded (see ``_focal_weight``).
+* Fast default path (no compiler): one ``autograd.Function`` walks the input in cache-sized chunks on
+  a few threads, computes loss *and* gradient in the same pass (two sigmoids and one log1p per
+  element), keeps only the gradient (1 N) and never materialises the element-wise loss unless
+  ``reduction='none'``.
 * float16 / bfloat16 inputs are computed in float32 chunk by chunk; the loss and the gradient are
   returned in the input dtype. float64 stays float64.
 * ``reduction='mean'`` over zero elements returns 0 (not NaN) with a zero gradient.
