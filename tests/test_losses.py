@@ -662,3 +662,26 @@ def test_thread_pool_path_matches_and_leaves_thread_settings_alone(monkeypatch):
         assert seen == [max(before, 2)]
     finally:
         torch.set_num_threads(before)
+
+
+def test_modules_pickle_and_deepcopy_with_their_settings():
+    import copy
+    import pickle
+
+    module = QFocalLoss(nn.BCEWithLogitsLoss(pos_weight=torch.tensor([2.0]), reduction="sum"), gamma=0.7,
+                        alpha=[0.2, 0.8])
+    x, t = torch.randn(5, 2), torch.rand(5, 2)
+    for clone in (copy.deepcopy(module), pickle.loads(pickle.dumps(module))):
+        assert (clone.gamma, clone.reduction) == (0.7, "sum") and torch.equal(clone.alpha, module.alpha)
+        assert torch.equal(clone(x, t), module(x, t))
+
+
+def test_set_chunk_size_validates_and_returns_previous():
+    previous = losses.set_chunk_size(cpu=1024)
+    try:
+        assert losses._CPU_CHUNK == 1024
+        with pytest.raises(ValueError, match="chunk size 'cpu'"):
+            losses.set_chunk_size(cpu=0)
+    finally:
+        losses.set_chunk_size(*previous)
+    assert (losses._CPU_CHUNK, losses._ACCEL_CHUNK) == previous

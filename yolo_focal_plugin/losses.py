@@ -277,8 +277,8 @@ def _bce_terms(x: Tensor, t: Tensor, pw: Optional[Tensor], s: _Views) -> None:
     """Fill ``s.P = sigmoid(x)``, ``s.Q = sigmoid(-x)``, ``s.B = BCE(x, t)`` (with ``pos_weight``,
     without ``weight``) and ``s.D = dB/dx``; uses ``s.E`` as scratch.
 
-    ``sigmoid(-x)`` is computed directly, never as ``1 - p``: that cancellation is what turns
-    ``1 - p_t`` into an exact 0 at saturated logits and breaks ``gamma < 1`` elsewhere.
+    ``sigmoid(-x)`` is computed directly, never as ``1 - p``: that cancellation turns ``1 - p_t``
+    into an exact 0 at saturated logits, where ``u**gamma`` has an infinite derivative for gamma < 1.
     """
     E, P, Q, B, D = s.E, s.P, s.Q, s.B, s.D
     torch.sigmoid(x, out=P)
