@@ -220,7 +220,8 @@ class PythonApply(Backend):
     name = "python"
 
     def describe(self) -> str:
-        return "built-in applier (no patch or git on PATH)"
+        found = [b.name for b in BACKENDS.values() if isinstance(b, _ExternalBackend) and b.available()]
+        return "the built-in applier" + ("" if found else " (neither GNU patch nor git is on PATH)")
 
     def run(self, root: Path, fp: FilePatch, reverse: bool, dry_run: bool) -> Optional[str]:
         target = root / fp.path
