@@ -10,7 +10,7 @@ The same from the command line (see docs/sweep.md)::
     yolo-focal synth demo_sweep/data --n-train 96 --n-val 48 --img-size 96 --nc 4 --imbalance 10 \\
         --min-size 10 --max-size 32 --seed 0
     yolo-focal sweep --data demo_sweep/data/data.yaml --hyp hyp.focal.yaml --loss focal \\
-        --gamma 0.5,2 --alpha 0.25,0.75 --seeds 2 --epochs 5 --img 96 --batch-size 16 --workers 0 \\
+        --gamma 0.5,2 --alpha 0.25,0.75 --seeds 2 --epochs 10 --img 96 --batch-size 16 --workers 0 \\
         --device cpu --n-jobs 2 --project demo_sweep/runs --study demo-sweep --noplots
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ class SmallSweep:
         return self.files["markdown"].read_text()
 
 
-def demo_command(out_dir: Path, gamma: str = "0.5,2", alpha: str = "0.25,0.75", seeds: int = 2, epochs: int = 5,
+def demo_command(out_dir: Path, gamma: str = "0.5,2", alpha: str = "0.25,0.75", seeds: int = 2, epochs: int = 10,
                  img: int = 96, n_jobs: int = 2, study: str = "demo-sweep") -> str:
     """The ``yolo-focal sweep`` command equivalent to :func:`run_small_sweep` (for READMEs)."""
     return (
@@ -56,8 +56,9 @@ def run_small_sweep(
     alpha: str = "0.25,0.75",
     losses: str = "focal",
     seeds: int = 2,
-    epochs: int = 5,
+    epochs: int = 10,
     img: int = 96,
+    batch_size: int = 16,
     n_jobs: int = 2,
     study: str = "demo-sweep",
     data: Optional[SynthConfig] = None,
@@ -67,8 +68,9 @@ def run_small_sweep(
 ) -> SmallSweep:
     """Generate the demo data, run the sweep (baseline + ``losses x gamma x alpha``, ``seeds`` each), write the report.
 
-    Defaults: 5 settings x 2 seeds = 10 trainings of yolov5n for 5 epochs on 96 x 96 px images,
-    2 at a time with one torch thread each.
+    Defaults: 5 settings x 2 seeds = 10 trainings of yolov5n for 10 epochs on 96 x 96 px images,
+    2 at a time with one torch thread each: about 6 minutes on 2 cores. Tiny CPU runs from scratch
+    reach mAP50-95 ~1e-3, so the result shows the mechanics and the report format, not a verdict.
     """
     from .engine import SweepConfig, run_sweep
     from .report import report_study
@@ -80,7 +82,7 @@ def run_small_sweep(
         data_yaml = generate(out / "data", cfg)
     config = SweepConfig(
         data=str(data_yaml), cfg="yolov5n.yaml", weights="", hyp="hyp.focal.yaml", losses=losses, gamma=gamma, alpha=alpha,
-        seeds=seeds, epochs=epochs, img=img, batch_size=16, device="cpu", workers=0, study=study,
+        seeds=seeds, epochs=epochs, img=img, batch_size=batch_size, device="cpu", workers=0, study=study,
         project=str(out / "runs"), n_jobs=n_jobs, train_args=list(train_args), progress=progress, print_fn=print_fn,
     )
     summary = run_sweep(config)

@@ -824,7 +824,7 @@ class SweepEngine:
         head = f"[{number:>4}] {unit.describe():<46}"
         if result.outcome == "complete" and result.best is not None:
             b = result.best
-            return (f"{head} done    mAP50-95 {b.map50_95:.4f}  mAP50 {b.map50:.4f}  "
+            return (f"{head} done    mAP50-95 {b.map50_95:.4g}  mAP50 {b.map50:.4g}  "
                     f"epochs {len(result.rows)}  {result.seconds:.0f}s")
         return f"{head} {result.outcome:<7} {result.reason}  ({result.seconds:.0f}s)"
 
