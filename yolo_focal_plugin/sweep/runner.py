@@ -1,11 +1,9 @@
 """One sweep trial in its own interpreter: ``python -m yolo_focal_plugin.sweep.runner [options] -- <yolov5 train args>``.
 
-Why not ``python -m yolov5.train``: runpy executes that file as ``__main__``, a copy the plugin's
-import hook never sees, so ``train()``'s validation and ``--noval`` fix would be missing. Here
-``yolov5.train`` is imported as a module (patched by the plugin), then called like its own
-``__main__`` block with a fresh ``Callbacks()`` (the fork's default instance is shared).
-
-The runner also:
+``yolov5.train`` is imported (patched by the plugin, which the runner also installs explicitly, so
+a wheel install without the ``.pth`` start-up hook works too) and its ``main()`` is called like its
+own ``__main__`` block, with a fresh ``Callbacks()`` (the fork's default instance is shared between
+runs). Compared with a plain ``python -m yolov5.train``, the runner also:
 
 * sets torch's thread count (``--threads``), so ``--n-jobs K`` trials do not oversubscribe the cores;
 * exits when its parent (the sweep worker) dies, so a SIGKILLed sweep leaves no orphan training;
