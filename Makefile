@@ -27,6 +27,8 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_losses.py
+	$(BIN)/python benchmarks/bench_matcher.py --quick
+	$(BIN)/python benchmarks/bench_train_step.py --img 320 --rounds 7
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
