@@ -281,3 +281,34 @@ def test_another_machine_may_keep_the_dataset_elsewhere_but_not_change_it(data_y
     other.write_text("path: .\ntrain: images/train\nval: images/val\nnc: 2\nnames: [a, b]\n")
     with pytest.raises(SweepError, match=r"'dataset'"):
         run_sweep(config(other, tmp_path, gamma="1", alpha="0.25", seeds=1))
+
+
+def test_ctrl_c_stops_the_trial_process_and_queues_the_unit_again(data_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real runner subprocess (hanging on purpose) and a real SIGINT while it runs."""
+    import json
+    import os
+    import signal
+
+    from yolo_focal_plugin.sweep.trial import run_trial as real_run_trial
+
+    monkeypatch.setenv("YOLO_FOCAL_SWEEP_FAULTS", json.dumps({"baseline|s=0": "hang"}))
+    children: List[int] = []
+
+    def run_trial(spec: Any, on_epoch: Any = None, stop: Any = None, on_start: Any = None) -> TrialResult:
+        def started(proc: Any) -> None:
+            children.append(proc.pid)
+            on_start(proc)
+            threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C while it trains
+
+        return real_run_trial(spec, on_epoch=on_epoch, stop=stop, on_start=started)
+
+    monkeypatch.setattr(eng, "run_trial", run_trial)
+    cfg = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1)
+    summary = run_sweep(cfg)
+    assert summary.interrupted
+    assert [t.name for t in threading.enumerate() if t.name.startswith("yolo-focal-worker")] == []
+    with pytest.raises(ProcessLookupError):
+        os.kill(children[0], 0)  # the training process was stopped (and reaped)
+    st = unit_statuses(load(cfg).trials)["baseline|s=0"]
+    assert sorted(classify(t) for t in st.trials) == [Outcome.INTERRUPTED, Outcome.WAITING]
+    assert trial_run(next(t for t in st.trials if classify(t) == Outcome.INTERRUPTED))["outcome"] == "interrupted"

@@ -888,7 +888,20 @@ class SweepEngine:
                          dynamic_ncols=True, leave=True)
         heart = threading.Thread(target=self._heartbeat_loop, name="yolo-focal-heartbeat", daemon=True)
         heart.start()
-        workers = [threading.Thread(target=self._worker, name=f"yolo-focal-worker-{i}", daemon=True) for i in range(jobs)]
+        # Workers report their end through events, and this thread waits with time.sleep, never
+        # Thread.join: on CPython 3.11 a Ctrl-C that lands inside join() marks the joined thread as
+        # finished while it still runs (bpo-45274's handler releases its tstate lock), and the sweep
+        # then exited before the interrupted trials were queued again.
+        finished = [threading.Event() for _ in range(jobs)]
+
+        def work(done: threading.Event) -> None:
+            try:
+                self._worker()
+            finally:
+                done.set()
+
+        workers = [threading.Thread(target=work, args=(finished[i],), name=f"yolo-focal-worker-{i}", daemon=True)
+                   for i in range(jobs)]
         interrupted = False
         previous_sigterm = None
         if threading.current_thread() is threading.main_thread():
@@ -900,20 +913,18 @@ class SweepEngine:
             for w in workers:
                 w.start()
                 time.sleep(0.2)  # stagger the first claims a little
-            while any(w.is_alive() for w in workers):
+            while not all(done.is_set() for done in finished):
                 self._update_bar()
-                for w in workers:
-                    w.join(timeout=2.0 / max(1, len(workers)))
+                time.sleep(1.0)
         except KeyboardInterrupt:
             interrupted = True
             self.say("interrupted: stopping the running trials and queueing them again ...")
             self.stop.set()
-            for w in workers:
-                while w.is_alive():
-                    try:
-                        w.join(timeout=1.0)
-                    except KeyboardInterrupt:
-                        pass
+            while not all(done.is_set() for done in finished):
+                try:
+                    time.sleep(0.5)
+                except KeyboardInterrupt:
+                    self.say("still stopping the running trials (they are terminated, then queued again) ...")
         finally:
             self.stop.set()
             heart.join(timeout=5.0)
