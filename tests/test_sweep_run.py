@@ -46,7 +46,7 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(tiny_data: Path, tmp_
     # one unit crashes, one diverges (NaN loss); the baseline between them trains normally
     monkeypatch.setenv("YOLO_FOCAL_SWEEP_FAULTS", json.dumps({"focal|g=0.5|a=0.25|s=0": "crash", "focal|g=1|a=0.25|s=0": "nan"}))
     lines: List[str] = []
-    cfg = tiny_config(tiny_data, tmp_path / "runs", print_fn=lines.append)
+    cfg = tiny_config(tiny_data, tmp_path / "runs", print_fn=lines.append, n_jobs=2)  # 2 trials side by side
     summary = run_sweep(cfg)
     assert summary.counts == {"complete": 1, "failed": 2}, lines
     trials = load_trials(summary.storage_url, "iso")
