@@ -600,6 +600,7 @@ class SweepEngine:
                 tid = self._claim_waiting()
                 fresh = False
                 if tid is None and self._may_sample():
+                    quiet_optuna()
                     asked = self.study.ask()  # pops a queued trial if one appeared meanwhile
                     tid = self.trial_id(asked.number)
                     fresh = trial_unit(self.storage.get_trial(tid)) is None

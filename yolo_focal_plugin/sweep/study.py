@@ -60,6 +60,8 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", message=".*fixed_params.*")
     warnings.filterwarnings("ignore", message=r".*is already evaluated.*")
     warnings.filterwarnings("ignore", message=r".*is out of the range.*")
+    # the sweep records heartbeats itself (engine._heartbeat_loop) around ask/tell
+    warnings.filterwarnings("ignore", message=r"Heartbeat of storage is supposed to be used with Study.optimize")
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
