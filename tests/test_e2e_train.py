@@ -44,7 +44,7 @@ def test_yolo_focal_train_then_yolov5_val_on_best_pt(tiny_data, tmp_path, clean_
     assert_finished(run_dir)
     record = setup_record(run_dir)
     assert record["stock"] is False
-    assert "cls: FocalLoss" in record["criteria"] and "obj: BCEWithLogitsLoss" in record["criteria"]
+    assert "cls: BCEWithLogitsLoss" in record["criteria"] and "obj: FocalLoss" in record["criteria"]
     assert any("Arial.ttf" in s for s in record["shims"]), record["shims"]  # fresh config dir: font was seeded
     assert "yolo-focal-plugin: fl_loss=focal" in proc.stdout + proc.stderr  # the run log says what it did
     assert (run_dir / "train_batch0.jpg").is_file()  # Pillow getsize shim: batch images are drawn
@@ -108,7 +108,7 @@ def test_python_api_install_then_run(tiny_data, tmp_path, clean_env):
     env = {**clean_env, "YOLO_FOCAL_DISABLE": "1"}  # no start-up hook: install() alone must do it
     proc = run([sys.executable, str(script)], env, cwd=tmp_path)
     assert proc.returncode == 0, explain(proc)
-    assert "cls: FocalLoss" in setup_record(tmp_path / "runs" / "api")["criteria"]
+    assert "obj: FocalLoss" in setup_record(tmp_path / "runs" / "api")["criteria"]
 
 
 STOCK_RUNNER = """

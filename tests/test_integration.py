@@ -145,9 +145,9 @@ def test_focal_hyp_wraps_the_branches_it_names():
     from yolo_focal_plugin.losses import FocalLoss, QFocalLoss, VFLoss
 
     for name, cls_type, obj_type in (
-        ("hyp.focal.yaml", FocalLoss, torch.nn.BCEWithLogitsLoss),
+        ("hyp.focal.yaml", torch.nn.BCEWithLogitsLoss, FocalLoss),
         ("hyp.qfocal.yaml", QFocalLoss, QFocalLoss),
-        ("hyp.varifocal.yaml", VFLoss, VFLoss),
+        ("hyp.varifocal.yaml", torch.nn.BCEWithLogitsLoss, VFLoss),
     ):
         model, _, _ = model_and_batch(load_hyp(resolve_hyp_path(name)))
         compute = loss_module.ComputeLoss(model)
@@ -169,7 +169,8 @@ def test_bad_hyp_fails_before_the_stock_init():
 
 
 def test_per_class_alpha_and_auto_alpha_reach_the_class_branch():
-    model, preds, targets = model_and_batch(load_hyp(resolve_hyp_path("hyp.focal.yaml"), fl_alpha=[0.1, 0.5, 0.9]))
+    model, preds, targets = model_and_batch(load_hyp(resolve_hyp_path("hyp.focal.yaml"), fl_apply="cls",
+                                                     fl_alpha=[0.1, 0.5, 0.9]))
     compute = loss_module.ComputeLoss(model)
     assert compute.BCEcls.alpha.tolist() == pytest.approx([0.1, 0.5, 0.9])
     model.class_weights = torch.tensor([0.2, 0.8, 2.0]) * 3 / 3.0

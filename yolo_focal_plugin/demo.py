@@ -125,13 +125,16 @@ def run_demo(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/yolo-focal-demo"), help="output directory")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=None, help="default 30 (60 with --evidence)")
     parser.add_argument("--img", type=int, default=64, help="image size (multiple of 32)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parallel", type=int, default=2, help="trainings side by side")
     parser.add_argument("--sweep", action="store_true",
                         help="instead: a small gamma/alpha sweep with yolo-focal sweep (docs/sweep.md, ~6 min)")
+    parser.add_argument("--evidence", action="store_true",
+                        help="instead: the README's 'Does focal loss help?' table, every setting x --seeds, 60 epochs")
+    parser.add_argument("--seeds", default="0,1,2", help="with --evidence: comma-separated training seeds")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -139,13 +142,20 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     if args.img % 32:
         raise ValueError(f"--img must be a multiple of 32, got {args.img}")
+    if args.evidence:
+        from .evidence import run_evidence
+
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        print(run_evidence(Path(args.out) / "evidence", seeds=seeds, epochs=args.epochs or 60, img=args.img,
+                           parallel=args.parallel))
+        return 0
     if args.sweep:
         from .sweep import run_small_sweep
 
         result = run_small_sweep(Path(args.out) / "sweep")
         print(result.markdown)
         return 0
-    run_dirs = run_demo(args.out, epochs=args.epochs, img=args.img, batch=args.batch, seed=args.seed,
+    run_dirs = run_demo(args.out, epochs=args.epochs or 30, img=args.img, batch=args.batch, seed=args.seed,
                         parallel=args.parallel)
     result = run_compare(run_dirs, Path(args.out), names=[s.label for s in DEFAULT_SETTINGS])
     print(Path(result["files"]["md"]).read_text())
