@@ -298,7 +298,17 @@ def test_ctrl_c_stops_the_trial_process_and_queues_the_unit_again(data_yaml: Pat
         def started(proc: Any) -> None:
             children.append(proc.pid)
             on_start(proc)
-            threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C while it trains
+
+            def press_ctrl_c() -> None:
+                # Ctrl-C while it trains; pressed again (as a user would) while the trial still runs,
+                # since a SIGINT landing inside a library call that swallows it must not hang the test
+                for _ in range(10):
+                    time.sleep(2.0)
+                    if proc.poll() is not None:
+                        return
+                    os.kill(os.getpid(), signal.SIGINT)
+
+            threading.Thread(target=press_ctrl_c, daemon=True).start()
 
         return real_run_trial(spec, on_epoch=on_epoch, stop=stop, on_start=started)
 
