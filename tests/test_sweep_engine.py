@@ -314,7 +314,14 @@ def test_ctrl_c_stops_the_trial_process_and_queues_the_unit_again(data_yaml: Pat
 
     monkeypatch.setattr(eng, "run_trial", run_trial)
     cfg = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1)
-    summary = run_sweep(cfg)
+    # A process started in the background by a non-interactive shell (as CI runs us) inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler: give it the one a
+    # terminal user has.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        summary = run_sweep(cfg)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert summary.interrupted
     assert [t.name for t in threading.enumerate() if t.name.startswith("yolo-focal-worker")] == []
     with pytest.raises(ProcessLookupError):
