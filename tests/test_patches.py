@@ -408,8 +408,8 @@ def test_patched_copy_gives_the_monkey_patched_losses_and_stock_losses(patched_p
     # the fl_* cases really changed the loss (the comparison above is not stock vs stock)
     criteria = {name: tuple(patched["losses"][name]["criteria"]) for name in every_case}
     assert criteria["stock"] == ("BCEWithLogitsLoss", "BCEWithLogitsLoss")
-    assert criteria["focal"] == ("FocalLoss", "BCEWithLogitsLoss")
-    assert criteria["varifocal"] == ("VFLoss", "VFLoss") and criteria["qfocal"] == ("QFocalLoss", "QFocalLoss")
+    assert criteria["focal"] == ("BCEWithLogitsLoss", "FocalLoss")  # hyp.focal.yaml: objectness only
+    assert criteria["varifocal"] == ("BCEWithLogitsLoss", "VFLoss") and criteria["qfocal"] == ("QFocalLoss", "QFocalLoss")
     assert criteria["qfocal_segment"] == ("QFocalLoss", "QFocalLoss")
     for name in ("focal", "varifocal", "qfocal", "retina", "bce_positives"):
         assert patched["losses"][name]["items"] != patched["losses"]["stock"]["items"], name
@@ -426,7 +426,7 @@ def test_one_epoch_from_the_patched_copy_with_hyp_focal_offline(patched_parent, 
     assert (run_dir / "weights" / "best.pt").is_file() and (run_dir / "results.csv").is_file()
     record = yaml.safe_load((run_dir / "focal_setup.yaml").read_text())
     assert record["delivery"] == "source patches" and record["stock"] is False
-    assert "cls: FocalLoss" in record["criteria"]
+    assert "obj: FocalLoss" in record["criteria"]
     assert any("Arial.ttf" in shim for shim in record["shims"]), record["shims"]  # seeded, not downloaded
     log = proc.stdout + proc.stderr
     assert "the start-up hook stands aside" in log
