@@ -185,7 +185,7 @@ def plot_curves(result: dict, path: Path) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(12, 4.8), dpi=110)
+    fig = Figure(figsize=(12, 4.8 + 0.3 * len(result["runs"])), dpi=110)
     axes = fig.subplots(1, 2)
     for ax, key in zip(axes, ("mAP50", "mAP50-95")):
         for r in result["runs"]:
@@ -200,8 +200,10 @@ def plot_curves(result: dict, path: Path) -> Path:
         ax.set_ylabel(key)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=9, loc="best")
-    fig.tight_layout()
+    # below the plots, one run per row: labels with their settings are too long to sit inside an axes
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=1, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.07 * len(labels), 1, 1))
     fig.savefig(path)
     return Path(path)
 

@@ -1,4 +1,4 @@
-"""``yolo-focal demo``: BCE vs YOLOv5's focal setting vs the plugin's focal hyp, on generated data.
+"""``yolo-focal demo``: BCE vs YOLOv5's focal setting vs the plugin's varifocal hyp, on generated data.
 
 Generates a long-tailed synthetic dataset (no downloads), trains yolov5n from scratch once per
 setting with the same seed (a real ``python -m yolov5.train`` subprocess each, the plugin active
@@ -36,7 +36,7 @@ class DemoSetting:
 DEFAULT_SETTINGS = (
     DemoSetting("bce", "BCE (stock YOLOv5, fl_gamma 0)", {}),
     DemoSetting("yolov5_focal", "YOLOv5 focal setting (fl_gamma 1.5 only)", {"fl_gamma": 1.5}),
-    DemoSetting("plugin_focal", "plugin hyp.focal.yaml", {}, base_hyp="hyp.focal.yaml"),
+    DemoSetting("plugin_varifocal", "plugin hyp.varifocal.yaml (objectness only)", {}, base_hyp="hyp.varifocal.yaml"),
 )
 
 
