@@ -219,19 +219,33 @@ def test_bare_hyp_names_resolve_from_any_directory(tmp_path, monkeypatch):
     assert general.check_yaml("hyp.focal.yaml") == "hyp.focal.yaml"  # a user's own file wins
 
 
-def test_local_weights_skip_the_hub(tmp_path, monkeypatch):
-    import yolov5.utils.downloads as downloads
+def test_local_weights_skip_the_hub(tmp_path):
+    from yolo_focal_plugin.integration.compat import guarded_hub_download
+
+    calls = []
+
+    def hub(repo_id, *args, **kwargs):  # stands in for yolov5's look-up, which needs the network
+        calls.append(repo_id)
+        raise AssertionError("queried the hub")
 
     weights = tmp_path / "best.pt"
     weights.write_bytes(b"x")
-    wrapped = downloads.attempt_download_from_hub.__wrapped__
+    assert guarded_hub_download(hub, str(weights)) is None and calls == []  # a local file: never asked
 
-    def explode(*args, **kwargs):
-        raise AssertionError("queried the hub for a local file")
+    class ConnectionError(Exception):  # requests' exception, by name: what an offline machine raises
+        pass
 
-    monkeypatch.setattr(downloads.attempt_download_from_hub, "__wrapped__", explode)
+    def offline(repo_id, *args, **kwargs):
+        calls.append(repo_id)
+        raise ConnectionError("no network")
+
+    assert guarded_hub_download(offline, "user/model") is None and calls == ["user/model"]
+    with pytest.raises(AssertionError):  # other errors are not swallowed
+        guarded_hub_download(hub, "user/other")
+    # and yolov5's own function is wrapped with it
+    import yolov5.utils.downloads as downloads
+
     assert downloads.attempt_download_from_hub(str(weights)) is None
-    assert wrapped is not None
 
 
 def test_numpy_trapz_alias_is_local_to_yolov5_metrics():
