@@ -13,7 +13,7 @@ import shutil
 import textwrap
 import types
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 from .patching import LEDGER
 
@@ -213,6 +213,31 @@ MAP50S_USE = "list(maps) + list(map50s)"
 MAP50S_FIX = "    map50s = np.zeros(nc)  # yolo-focal-plugin: --noval fix\n"  # also inserted by patches/
 
 
+def recompile_function(original: Any, transform: Callable[[str], Optional[str]]) -> Optional[Any]:
+    """``original`` compiled again from its own source after ``transform(source)``, in its module's globals.
+
+    ``transform`` returns the new source, or None to refuse (anchors not found). Leading blank lines
+    keep tracebacks on the real line numbers; the globals are the module's, also when it runs as
+    ``__main__``. Raises ``OSError``/``TypeError`` when the source is not available.
+    """
+    lines, first_line = inspect.getsourcelines(original)
+    new_source = transform(textwrap.dedent("".join(lines)))
+    if new_source is None:
+        return None
+    filename = inspect.getsourcefile(original) or f"<{original.__module__}>"
+    namespace: dict = {}
+    exec(compile("\n" * (first_line - 1) + new_source, filename, "exec"), original.__globals__, namespace)
+    recompiled = namespace[original.__name__]
+    recompiled.__module__ = original.__module__
+    return recompiled
+
+
+def _add_map50s_init(source: str) -> Optional[str]:
+    if MAP50S_USE not in source or source.count(MAP50S_ANCHOR) != 1 or "map50s = np.zeros" in source:
+        return None
+    return source.replace(MAP50S_ANCHOR, MAP50S_ANCHOR + MAP50S_FIX)
+
+
 def recompile_train_with_map50s(train_module: types.ModuleType) -> Any:
     """Audit 4: with ``--noval`` (and ``--evolve``) ``train()`` reads ``map50s`` before assigning it.
 
@@ -220,16 +245,8 @@ def recompile_train_with_map50s(train_module: types.ModuleType) -> Any:
     or the original function when the source does not have the bug (another yolov5 version).
     """
     original = train_module.train
-    lines, first_line = inspect.getsourcelines(original)
-    source = textwrap.dedent("".join(lines))
-    if MAP50S_USE not in source or source.count(MAP50S_ANCHOR) != 1 or "map50s = np.zeros" in source:
+    fixed = recompile_function(original, _add_map50s_init)
+    if fixed is None:
         return original
-    fixed_source = source.replace(MAP50S_ANCHOR, MAP50S_ANCHOR + MAP50S_FIX)
-    namespace: dict = {}
-    # leading blank lines keep tracebacks pointing at yolov5's real line numbers
-    code = compile("\n" * (first_line - 1) + fixed_source, inspect.getsourcefile(original) or "<yolov5.train>", "exec")
-    exec(code, original.__globals__, namespace)  # the module's globals, also when it runs as __main__
-    fixed = namespace["train"]
-    fixed.__module__ = original.__module__
     _note("train(): map50s initialised so --noval/--evolve do not crash (UnboundLocalError)")
     return fixed

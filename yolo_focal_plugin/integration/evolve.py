@@ -27,17 +27,16 @@ YOLOv5 mutates by multiplying (``x * v``): a key at 0 stays at 0. Start from a h
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import math
 import re
 import sys
-import textwrap
 import types
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..hyp import FL_KEYS, HypError, parse_focal_hyp
+from .compat import recompile_function
 from .patching import LEDGER
 
 __all__ = ["PLUGIN_META", "prepare", "merge", "annotate", "patch_evolve", "EvolveUnsupported"]
@@ -241,23 +240,15 @@ def patch_evolve(train_module: types.ModuleType) -> bool:
     """Make ``train_module.main``'s ``--evolve`` handle the ``fl_*`` keys. True if recompiled, False if guarded."""
     original = train_module.main
     try:
-        lines, first_line = inspect.getsourcelines(original)
+        main = recompile_function(original, _patched_source)
     except (OSError, TypeError) as exc:
         _guard(train_module, f"no source for main(): {exc}")
         return False
-    source = textwrap.dedent("".join(lines))
-    patched = _patched_source(source)
-    if patched is None:
+    if main is None:
         _guard(train_module, "its main() does not have the evolve code the plugin was verified against")
         return False
-    filename = inspect.getsourcefile(original) or f"<{train_module.__name__}>"
-    # leading newlines keep tracebacks on yolov5's own line numbers (the inserted lines shift the rest by 1-2)
-    code = compile("\n" * (first_line - 1) + patched, filename, "exec")
-    namespace: Dict[str, Any] = {}
+    # the recompiled main refers to this module by GLOBAL_NAME; set it before main can run
     LEDGER.set(train_module, GLOBAL_NAME, sys.modules[__name__], f"{train_module.__name__}.{GLOBAL_NAME}")
-    exec(code, original.__globals__, namespace)  # the module globals, also when run as __main__
-    main = namespace["main"]
-    main.__module__ = original.__module__
     main.__wrapped__ = original  # type: ignore[attr-defined]
     main._yolo_focal_evolve = True  # type: ignore[attr-defined]
     LEDGER.set(train_module, "main", main, f"{train_module.__name__}.main (evolve with fl_* keys)")
