@@ -7,8 +7,9 @@ import pytest
 import yaml
 
 from conftest import TINY
-from yolo_focal_plugin.demo import DEFAULT_SETTINGS, DemoSetting, run_demo, write_hyp
-from yolo_focal_plugin.evidence import EVIDENCE_SETTINGS, Row, summarise
+from yolo_focal_plugin.demo import DEFAULT_SETTINGS, DemoSetting, finished_run, run_demo, write_hyp
+from yolo_focal_plugin.evidence import (EVIDENCE_DATASETS, EVIDENCE_SETTINGS, Row, plot_evidence, run_evidence,
+                                        select_settings, summarise)
 
 
 def test_setting_hyps_are_yolov5_hyps_plus_overrides(tmp_path):
@@ -32,6 +33,48 @@ def test_summary_numbers_by_hand():
     assert "| focal | 0.400 |" in text  # per-class mean
 
 
+def test_select_settings_keeps_bce_first_and_names_unknown_settings():
+    assert [s.name for s in select_settings(None)] == [s.name for s in EVIDENCE_SETTINGS]
+    assert [s.name for s in select_settings("varifocal_obj, bce,varifocal_obj")] == ["bce", "varifocal_obj"]
+    with pytest.raises(ValueError, match="unknown evidence setting.*'?focall"):
+        select_settings("bce,focall")
+
+
+def test_evidence_refuses_bad_dataset_and_img_before_training(tmp_path):
+    with pytest.raises(ValueError, match="unknown evidence dataset 'nope'"):
+        run_evidence(tmp_path, dataset="nope")
+    with pytest.raises(ValueError, match="--img applies to the longtail64"):
+        run_evidence(tmp_path, dataset="small96", img=128)
+    assert not any(tmp_path.iterdir())
+
+
+def test_evidence_datasets_differ_in_imbalance_and_object_size():
+    a, b = (EVIDENCE_DATASETS[n].config for n in ("longtail64", "small96"))
+    for cfg in (a, b):
+        cfg.validate()
+    assert b.imbalance > a.imbalance and b.max_size < a.max_size and b.img_size > a.img_size
+
+
+def test_finished_run_needs_every_epoch_and_the_same_hyp(tmp_path):
+    setting = DemoSetting("vf", "varifocal", {"obj": 2.0}, base_hyp="hyp.varifocal.yaml")
+    hyp = write_hyp(setting, tmp_path)
+    run = tmp_path / "runs" / "vf"
+    run.mkdir(parents=True)
+    header = "epoch,metrics/mAP_0.5\n"
+    (run / "results.csv").write_text(header + "0,0.1\n")
+    assert not finished_run(run, hyp, setting, epochs=2)  # one of two epochs
+    (run / "results.csv").write_text(header + "0,0.1\n1,0.2\n")
+    assert finished_run(run, hyp, setting, epochs=2)
+    assert not finished_run(run, hyp, DemoSetting("vf", "varifocal", {"obj": 3.0}, base_hyp="hyp.varifocal.yaml"), 2)
+
+
+def test_evidence_plot_is_a_real_png(tmp_path):
+    rows = [Row(DemoSetting("bce", "BCE", {}), [0.30, 0.32, 0.34], [0.5] * 3, {"a": [0.6] * 3, "b": [0.1] * 3}),
+            Row(DemoSetting("f", "focal", {}), [0.20, 0.22, 0.24], [0.3] * 3, {"a": [0.4] * 3, "b": [0.2] * 3})]
+    path = plot_evidence(rows, tmp_path / "e.png", title="t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
 @pytest.mark.slow
 def test_demo_trains_each_setting_and_compares(tmp_path):
     from yolo_focal_plugin.compare import run_compare
@@ -44,3 +87,9 @@ def test_demo_trains_each_setting_and_compares(tmp_path):
     assert (tmp_path / "compare_map.png").stat().st_size > 10_000
     setup = yaml.safe_load((run_dirs[1] / "focal_setup.yaml").read_text())
     assert setup["stock"] is False and "FocalLoss" in setup["criteria"]
+    # reuse: finished runs are kept as they are, only a changed setting trains again
+    stamps = [(d / "results.csv").stat().st_mtime_ns for d in run_dirs]
+    changed = [settings[0], DemoSetting(settings[1].name, settings[1].label, {"fl_gamma": 2.0})]
+    run_demo(tmp_path, epochs=1, img=64, batch=8, data_cfg=TINY, settings=changed, parallel=2, reuse=True)
+    after = [(d / "results.csv").stat().st_mtime_ns for d in run_dirs]
+    assert after[0] == stamps[0] and after[1] != stamps[1]

@@ -49,15 +49,33 @@ def _stock_hyp_path() -> Path:
     return Path(spec.origin).parent / "data" / "hyps" / "hyp.scratch-low.yaml"
 
 
-def write_hyp(setting: DemoSetting, out_dir: Path) -> Path:
+def setting_hyp_text(setting: DemoSetting) -> str:
+    """The hyp YAML a setting trains with: its base hyp plus its overrides."""
     base = resolve_hyp_path(setting.base_hyp) if setting.base_hyp else _stock_hyp_path()
     if base is None:
         raise FileNotFoundError(f"bundled hyp {setting.base_hyp!r} not found")
     hyp = yaml.safe_load(Path(base).read_text())
     hyp.update(setting.hyp_overrides)
+    return yaml.safe_dump(hyp, sort_keys=False)
+
+
+def write_hyp(setting: DemoSetting, out_dir: Path) -> Path:
     path = out_dir / f"hyp.{setting.name}.yaml"
-    path.write_text(yaml.safe_dump(hyp, sort_keys=False))
+    path.write_text(setting_hyp_text(setting))
     return path
+
+
+def finished_run(run_dir: Path, hyp_file: Path, setting: DemoSetting, epochs: int) -> bool:
+    """True if ``run_dir`` already holds all ``epochs`` of this exact hyp (so it need not train again).
+
+    The hyp written next to the run must match byte for byte: a changed bundled hyp or override
+    means a new experiment, not a finished one.
+    """
+    results = run_dir / "results.csv"
+    if not (results.is_file() and hyp_file.is_file()) or hyp_file.read_text() != setting_hyp_text(setting):
+        return False
+    rows = [line for line in results.read_text().splitlines()[1:] if line.strip()]
+    return len(rows) == epochs
 
 
 def train_command(data: Path, hyp: Path, project: Path, name: str, epochs: int, img: int, batch: int, seed: int) -> List[str]:
@@ -85,8 +103,13 @@ def run_demo(
     data_cfg: Optional[SynthConfig] = None,
     settings=DEFAULT_SETTINGS,
     parallel: int = 2,
+    reuse: bool = False,
 ) -> List[Path]:
-    """Train every setting, ``parallel`` at a time (one torch thread each); return the run directories."""
+    """Train every setting, ``parallel`` at a time (one torch thread each); return the run directories.
+
+    ``reuse``: keep a run that already finished all ``epochs`` with the same hyp (``finished_run``),
+    so an interrupted or extended experiment trains only what is missing.
+    """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     data_cfg = data_cfg or demo_dataset(img, seed)
@@ -94,9 +117,14 @@ def run_demo(
     print(f"dataset: {data} ({data_cfg.n_train} train / {data_cfg.n_val} val images of {data_cfg.img_size} px, "
           f"nc={data_cfg.nc}, rarest class {data_cfg.imbalance:g}x rarer than the most common)", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // parallel))}
-    pending = list(enumerate(settings, 1))
-    running: List[tuple] = []
     run_dirs = [out_dir / "runs" / s.name for s in settings]
+    pending = []
+    for i, (setting, run_dir) in enumerate(zip(settings, run_dirs), 1):
+        if reuse and finished_run(run_dir, out_dir / f"hyp.{setting.name}.yaml", setting, epochs):
+            print(f"[{i}/{len(settings)}] '{setting.label}': finished run found, not retrained ({run_dir})", flush=True)
+        else:
+            pending.append((i, setting))
+    running: List[tuple] = []
     start = time.time()
     while pending or running:
         while pending and len(running) < parallel:
@@ -125,29 +153,44 @@ def run_demo(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/yolo-focal-demo"), help="output directory")
-    parser.add_argument("--epochs", type=int, default=None, help="default 30 (60 with --evidence)")
-    parser.add_argument("--img", type=int, default=64, help="image size (multiple of 32)")
+    parser.add_argument("--epochs", type=int, default=None, help="default 30 (with --evidence: the dataset's, 60 or 50)")
+    parser.add_argument("--img", type=int, default=None,
+                        help="image size, multiple of 32 (default 64; with --evidence: the dataset's)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parallel", type=int, default=2, help="trainings side by side")
     parser.add_argument("--sweep", action="store_true",
                         help="instead: a small gamma/alpha sweep with yolo-focal sweep (docs/sweep.md, ~6 min)")
     parser.add_argument("--evidence", action="store_true",
-                        help="instead: the README's 'Does focal loss help?' table, every setting x --seeds, 60 epochs")
+                        help="instead: the README's 'Does focal loss help?' tables: every setting x --seeds on each dataset "
+                             "(finished runs in --out are reused)")
     parser.add_argument("--seeds", default="0,1,2", help="with --evidence: comma-separated training seeds")
+    parser.add_argument("--dataset", default="all",
+                        help="with --evidence: longtail64, small96 or all (default); see yolo_focal_plugin.evidence")
+    parser.add_argument("--settings", default=None,
+                        help="with --evidence: comma-separated setting names (default: all; bce is always included)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     from .compare import run_compare
 
-    if args.img % 32:
+    if args.img is not None and args.img % 32:
         raise ValueError(f"--img must be a multiple of 32, got {args.img}")
     if args.evidence:
-        from .evidence import run_evidence
+        from .evidence import EVIDENCE_DATASETS, run_evidence, select_settings
 
         seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
-        print(run_evidence(Path(args.out) / "evidence", seeds=seeds, epochs=args.epochs or 60, img=args.img,
-                           parallel=args.parallel))
+        datasets = list(EVIDENCE_DATASETS) if args.dataset == "all" else [args.dataset]
+        unknown = [d for d in datasets if d not in EVIDENCE_DATASETS]
+        if unknown or not seeds:
+            raise ValueError(f"--dataset must be one of {', '.join(EVIDENCE_DATASETS)} or all (got {args.dataset!r})"
+                             if unknown else "--seeds needs at least one seed")
+        settings = select_settings(args.settings)
+        for name in datasets:
+            print(f"## {name}: {EVIDENCE_DATASETS[name].description}\n")
+            print(run_evidence(Path(args.out) / "evidence" / name, seeds=seeds, epochs=args.epochs,
+                               img=args.img,
+                               settings=settings, parallel=args.parallel, dataset=name))
         return 0
     if args.sweep:
         from .sweep import run_small_sweep
@@ -155,7 +198,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         result = run_small_sweep(Path(args.out) / "sweep")
         print(result.markdown)
         return 0
-    run_dirs = run_demo(args.out, epochs=args.epochs or 30, img=args.img, batch=args.batch, seed=args.seed,
+    run_dirs = run_demo(args.out, epochs=args.epochs or 30, img=args.img or 64, batch=args.batch, seed=args.seed,
                         parallel=args.parallel)
     result = run_compare(run_dirs, Path(args.out), names=[s.label for s in DEFAULT_SETTINGS])
     print(Path(result["files"]["md"]).read_text())

@@ -1,25 +1,32 @@
 """``yolo-focal demo --evidence``: does focal loss help YOLOv5 on imbalanced data? Measured, per seed.
 
-Trains yolov5n from scratch on the demo's long-tailed dataset once per (setting, seed), two at a
+Trains yolov5n from scratch on a generated long-tailed dataset once per (setting, seed), two at a
 time, and tabulates the best-epoch mAP50-95 / mAP50 (the epoch ``best.pt`` comes from) as mean ±
 std over seeds, the difference to stock BCE with Welch's t-test (the sweep report's test), and the
 per-class mAP50-95, since rare classes are what focal loss is meant to help. Every setting is a
 plain hyp a user can pass to ``yolov5 train --hyp``; each is written next to its runs.
+
+Two datasets, so that a default is not fitted to one kind of data (``EVIDENCE_DATASETS``): the
+demo's (64 px, 5 classes, 20x class imbalance, 1 : 7 positive : negative anchor slots) and a
+sparser one with smaller objects (96 px, 4 classes, 50x, 1 : 25).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from .compare import _fitness, read_results
 from .demo import DemoSetting, demo_dataset, run_demo
+from .synth import SynthConfig
 from .sweep.stats import mean, std, welch
 
-__all__ = ["EVIDENCE_SETTINGS", "run_evidence", "summarise"]
+__all__ = ["EVIDENCE_SETTINGS", "EVIDENCE_DATASETS", "EvidenceDataset", "Row", "select_settings", "run_evidence",
+           "summarise", "plot_evidence"]
 
-# Each setting isolates one candidate cause of the mAP loss (README, "Does focal loss help?").
+# Each setting isolates one candidate cause of the mAP loss, or one candidate fix
+# (README, "Does focal loss help?"). The first is the reference every other row is tested against.
 EVIDENCE_SETTINGS = (
     DemoSetting("bce", "BCE (stock YOLOv5)", {}),
     DemoSetting("yolov5_focal", "YOLOv5 focal: fl_gamma 1.5, alpha 0.25, both branches", {"fl_gamma": 1.5}),
@@ -27,6 +34,37 @@ EVIDENCE_SETTINGS = (
                 {"fl_gamma": 1.5, "obj": 10.0, "cls": 3.0}),
     DemoSetting("varifocal_obj", "varifocal on objectness only (hyp.varifocal.yaml)", {}, base_hyp="hyp.varifocal.yaml"),
 )
+
+
+@dataclass(frozen=True)
+class EvidenceDataset:
+    name: str
+    description: str
+    config: SynthConfig
+    epochs: int
+
+
+EVIDENCE_DATASETS: Dict[str, EvidenceDataset] = {
+    d.name: d for d in (
+        EvidenceDataset("longtail64", "the demo's: 64 px, 5 classes, rarest 20x rarer, objects 10-26 px, 1-4 per image",
+                        demo_dataset(64, 0), 60),
+        EvidenceDataset("small96", "sparser: 96 px, 4 classes, rarest 50x rarer, objects 6-16 px, 1-4 per image",
+                        SynthConfig(n_train=320, n_val=128, img_size=96, nc=4, imbalance=50.0, min_objects=1,
+                                    max_objects=4, min_size=6, max_size=16, seed=200), 50),
+    )
+}
+
+
+def select_settings(names: Optional[str]) -> List[DemoSetting]:
+    """``"bce,varifocal_obj"`` -> those settings (BCE always first: it is the reference); None -> all."""
+    if not names:
+        return list(EVIDENCE_SETTINGS)
+    by_name = {s.name: s for s in EVIDENCE_SETTINGS}
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown evidence setting(s) {', '.join(unknown)}; choose from {', '.join(by_name)}")
+    return [EVIDENCE_SETTINGS[0]] + [by_name[n] for n in dict.fromkeys(wanted) if n != EVIDENCE_SETTINGS[0].name]
 
 
 def _best_epoch(curves: Dict[str, List[float]]) -> int:
@@ -68,15 +106,65 @@ def summarise(rows: Sequence[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_evidence(out_dir: Path, seeds: Sequence[int] = (0, 1, 2), epochs: int = 60, img: int = 64,
-                 settings: Sequence[DemoSetting] = EVIDENCE_SETTINGS, parallel: int = 2) -> str:
-    """Train every (setting, seed) on the demo dataset (seed 0's data for all), write evidence.{md,json}."""
+def plot_evidence(rows: Sequence[Row], path: Path, title: str = "") -> Path:
+    """PNG: best mAP50-95 per setting (each seed a dot, mean ± std a bar) and per-class mAP50-95."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = list(rows[0].per_class)
+    fig, (ax_all, ax_cls) = plt.subplots(1, 2, figsize=(13, 0.55 * len(rows) + 2.6),
+                                         gridspec_kw={"width_ratios": [1, 1.3]})
+    colours = plt.get_cmap("tab10").colors
+    ys = list(range(len(rows)))[::-1]
+    for y, row, colour in zip(ys, rows, colours):
+        ax_all.barh(y, mean(row.map50_95), xerr=std(row.map50_95) if len(row.map50_95) > 1 else 0,
+                    color=colour, alpha=0.35, capsize=3)
+        ax_all.plot(row.map50_95, [y] * len(row.map50_95), "o", color=colour, markersize=5)
+    ax_all.axvline(mean(rows[0].map50_95), color="grey", linestyle="--", linewidth=1)
+    ax_all.set_yticks(ys, [r.setting.label for r in rows], fontsize=8)
+    ax_all.set_xlabel("best mAP50-95 (dots: seeds; bar: mean ± std)")
+    width = 0.8 / max(1, len(rows))
+    for k, (row, colour) in enumerate(zip(rows, colours)):
+        xs = [c + (k - (len(rows) - 1) / 2) * width for c in range(len(classes))]
+        ax_cls.bar(xs, [mean(row.per_class.get(c, [float("nan")])) for c in classes], width, color=colour,
+                   label=row.setting.name)
+    ax_cls.set_xticks(range(len(classes)), classes, fontsize=8)
+    ax_cls.set_xlabel("class, most to least frequent")
+    ax_cls.set_ylabel("mAP50-95 at the best epoch (mean over seeds)")
+    ax_cls.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def run_evidence(out_dir: Path, seeds: Sequence[int] = (0, 1, 2), epochs: Optional[int] = None, img: Optional[int] = None,
+                 settings: Sequence[DemoSetting] = EVIDENCE_SETTINGS, parallel: int = 2, dataset: str = "longtail64",
+                 reuse: bool = True) -> str:
+    """Train every (setting, seed) on one evidence dataset; write evidence.{md,json,png} in ``out_dir``.
+
+    ``epochs``/``img`` default to the dataset's. Runs that already finished with the same hyp are
+    reused (``reuse``), so adding a setting trains only that setting.
+    """
+    if dataset not in EVIDENCE_DATASETS:
+        raise ValueError(f"unknown evidence dataset {dataset!r}; choose from {', '.join(EVIDENCE_DATASETS)}")
+    spec = EVIDENCE_DATASETS[dataset]
+    epochs = epochs or spec.epochs
+    if img in (None, spec.config.img_size):
+        data_cfg = spec.config
+    elif dataset == "longtail64":
+        data_cfg = demo_dataset(img, 0)  # the demo's dataset scales its objects with the image
+    else:
+        raise ValueError(f"--img applies to the longtail64 evidence dataset only; {dataset} is {spec.config.img_size} px")
     out_dir = Path(out_dir)
-    data_cfg = demo_dataset(img, 0)
     rows = [Row(s, [], [], {}) for s in settings]
     for seed in seeds:
-        run_dirs = run_demo(out_dir / f"seed{seed}", epochs=epochs, img=img, seed=seed, data_cfg=data_cfg,
-                            settings=settings, parallel=parallel)
+        run_dirs = run_demo(out_dir / f"seed{seed}", epochs=epochs, img=data_cfg.img_size, seed=seed, data_cfg=data_cfg,
+                            settings=settings, parallel=parallel, reuse=reuse)
         for row, run_dir in zip(rows, run_dirs):
             curves = read_results(run_dir)
             best = _best_epoch(curves)
@@ -88,7 +176,10 @@ def run_evidence(out_dir: Path, seeds: Sequence[int] = (0, 1, 2), epochs: int = 
     markdown = summarise(rows)
     (out_dir / "evidence.md").write_text(markdown)
     (out_dir / "evidence.json").write_text(json.dumps(
-        [{"setting": r.setting.name, "label": r.setting.label, "hyp_overrides": r.setting.hyp_overrides,
-          "base_hyp": r.setting.base_hyp, "seeds": list(seeds), "map50_95": r.map50_95, "map50": r.map50,
-          "per_class_map50_95": r.per_class} for r in rows], indent=2))
+        {"dataset": dataset, "description": spec.description, "epochs": epochs, "img": data_cfg.img_size,
+         "settings": [{"setting": r.setting.name, "label": r.setting.label, "hyp_overrides": r.setting.hyp_overrides,
+                       "base_hyp": r.setting.base_hyp, "seeds": list(seeds), "map50_95": r.map50_95, "map50": r.map50,
+                       "per_class_map50_95": r.per_class} for r in rows]}, indent=2))
+    plot_evidence(rows, out_dir / "evidence.png",
+                  title=f"{dataset}: {spec.description}; yolov5n from scratch, {epochs} epochs, seeds {list(seeds)}")
     return markdown
