@@ -8,8 +8,8 @@ import yaml
 
 from conftest import TINY
 from yolo_focal_plugin.demo import DEFAULT_SETTINGS, DemoSetting, finished_run, run_demo, write_hyp
-from yolo_focal_plugin.evidence import (EVIDENCE_DATASETS, EVIDENCE_SETTINGS, Row, plot_evidence, run_evidence,
-                                        select_settings, summarise)
+from yolo_focal_plugin.evidence import (EVIDENCE_DATASETS, EVIDENCE_SETTINGS, Row, first_nan_epoch, plot_evidence,
+                                        run_evidence, select_settings, summarise)
 
 
 def test_setting_hyps_are_yolov5_hyps_plus_overrides(tmp_path):
@@ -28,9 +28,20 @@ def test_summary_numbers_by_hand():
     text = summarise([base, other])
     # means 0.32 and 0.22, sample std 0.02 each: diff -0.100, se = sqrt(2 * 0.0004 / 3) = 0.01633,
     # t = -6.124 on df = 4 -> two-sided p = 0.0036; CI half-width t_0.975(4) * se = 2.776 * 0.01633 = 0.0453
-    assert "| BCE | 3 | 0.320 ± 0.020 | 0.500 ± 0.000 | (reference) |" in text
-    assert "| focal | 3 | 0.220 ± 0.020 | 0.300 ± 0.000 | -0.100 | [-0.145, -0.055] | 0.004 |" in text
+    assert "| BCE | 3 | 0.320 ± 0.020 | 0.500 ± 0.000 | (reference) |  |  |  |" in text
+    assert "| focal | 3 | 0.220 ± 0.020 | 0.300 ± 0.000 | -0.100 | [-0.145, -0.055] | 0.004 |  |" in text
     assert "| focal | 0.400 |" in text  # per-class mean
+
+
+def test_nan_runs_are_counted_with_the_epoch_they_diverged(tmp_path):
+    (tmp_path / "results.csv").write_text("  epoch, train/box_loss, train/obj_loss, metrics/mAP_0.5\n"
+                                          "0, 0.1, 0.2, 0.0\n1, 0.1, nan, 0.0\n2, nan, nan, 0.0\n")
+    assert first_nan_epoch(tmp_path) == 1
+    (tmp_path / "results.csv").write_text("epoch,train/box_loss,metrics/mAP_0.5\n0,0.1,nan\n")
+    assert first_nan_epoch(tmp_path) is None  # a NaN metric is not a diverged loss
+    row = Row(DemoSetting("f", "focal", {}), [0.1, 0.0, 0.2], [0.1] * 3, {}, nan_epochs=[None, 2, None])
+    assert row.nan_note() == "1 of 3 (from epoch 2)"
+    assert "| 1 of 3 (from epoch 2) |" in summarise([row, row])
 
 
 def test_select_settings_keeps_bce_first_and_names_unknown_settings():

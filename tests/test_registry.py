@@ -127,3 +127,11 @@ def test_registry_is_pure_name_mapping():
     # the registry knows the wrappers only through losses.py and imports nothing of yolov5 itself
     source = open(registry.__file__).read()
     assert "import yolov5" not in source and "from yolov5" not in source
+
+
+def test_yolov5_focal_entry_point_is_yolov5s_own_class():
+    # the unmodified stock loss, for side-by-side runs (README evidence, gamma 0.5 rows)
+    from yolov5.utils.loss import FocalLoss as YoloFocal
+
+    assert "yolov5_focal" in available_losses()
+    assert get_loss("yolov5_focal") is YoloFocal

@@ -12,8 +12,10 @@ sparser one with smaller objects (96 px, 4 classes, 50x, 1 : 25).
 """
 from __future__ import annotations
 
+import csv
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -33,6 +35,10 @@ EVIDENCE_SETTINGS = (
     DemoSetting("yolov5_focal_gains", "same, obj gain x10 and cls gain x6 (loss scale restored)",
                 {"fl_gamma": 1.5, "obj": 10.0, "cls": 3.0}),
     DemoSetting("varifocal_obj", "varifocal on objectness only (hyp.varifocal.yaml)", {}, base_hyp="hyp.varifocal.yaml"),
+    # gamma < 1: YOLOv5's own FocalLoss class (registered as fl_loss: yolov5_focal) against the plugin's
+    DemoSetting("yolov5_focal_g05_stock", "YOLOv5's own FocalLoss class, gamma 0.5, alpha 0.25 (stock code)",
+                {"fl_loss": "yolov5_focal", "fl_gamma": 0.5, "fl_alpha": 0.25}),
+    DemoSetting("focal_g05", "the plugin's FocalLoss, gamma 0.5, alpha 0.25 (same setting)", {"fl_gamma": 0.5}),
 )
 
 
@@ -72,19 +78,44 @@ def _best_epoch(curves: Dict[str, List[float]]) -> int:
     return max(range(len(curves["epoch"])), key=lambda i: (_fitness(curves, i), -i))
 
 
+def first_nan_epoch(run_dir: Path) -> Optional[int]:
+    """The first epoch whose logged training loss is NaN/inf (None if none): the run diverged there."""
+    with open(Path(run_dir) / "results.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    header = [h.strip() for h in rows[0]]
+    loss_cols = [j for j, h in enumerate(header) if h.startswith("train/")]
+    for row in rows[1:]:
+        for j in loss_cols:
+            try:
+                value = float(row[j])
+            except (IndexError, ValueError):
+                continue
+            if not math.isfinite(value):
+                return int(float(row[header.index("epoch")]))
+    return None
+
+
 @dataclass
 class Row:
     setting: DemoSetting
     map50_95: List[float]
     map50: List[float]
     per_class: Dict[str, List[float]]
+    nan_epochs: List[Optional[int]] = field(default_factory=list)
+
+    def nan_note(self) -> str:
+        """``""`` or e.g. ``"1 of 3 (from epoch 2)"``: seeds whose training loss became NaN."""
+        hits = [e for e in self.nan_epochs if e is not None]
+        if not hits:
+            return ""
+        return f"{len(hits)} of {len(self.nan_epochs)} (from epoch {', '.join(str(e) for e in hits)})"
 
 
 def summarise(rows: Sequence[Row]) -> str:
     """Markdown: one line per setting (mean ± std over seeds, Δ to the first row with Welch p), then per class."""
     base = rows[0]
-    lines = ["| setting | seeds | best mAP50-95 | best mAP50 | Δ mAP50-95 vs BCE | 95% CI | p (Welch) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| setting | seeds | best mAP50-95 | best mAP50 | Δ mAP50-95 vs BCE | 95% CI | p (Welch) | NaN loss |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         cells = [row.setting.label, str(len(row.map50_95)),
                  f"{mean(row.map50_95):.3f} ± {std(row.map50_95):.3f}", f"{mean(row.map50):.3f} ± {std(row.map50):.3f}"]
@@ -95,6 +126,7 @@ def summarise(rows: Sequence[Row]) -> str:
             diff = mean(row.map50_95) - mean(base.map50_95)
             cells += [f"{diff:+.3f}", f"[{test.ci_low:+.3f}, {test.ci_high:+.3f}]" if test else "-",
                       f"{test.p:.3f}" if test else "-"]
+        cells.append(row.nan_note())
         lines.append("| " + " | ".join(cells) + " |")
     classes = list(base.per_class)
     if classes:
@@ -170,6 +202,7 @@ def run_evidence(out_dir: Path, seeds: Sequence[int] = (0, 1, 2), epochs: Option
             best = _best_epoch(curves)
             row.map50_95.append(curves["mAP50-95"][best])
             row.map50.append(curves["mAP50"][best])
+            row.nan_epochs.append(first_nan_epoch(run_dir))
             for key, values in curves.items():
                 if key.startswith("class:") and key.endswith(":mAP50-95"):
                     row.per_class.setdefault(key.split(":")[1], []).append(values[best])
@@ -179,7 +212,7 @@ def run_evidence(out_dir: Path, seeds: Sequence[int] = (0, 1, 2), epochs: Option
         {"dataset": dataset, "description": spec.description, "epochs": epochs, "img": data_cfg.img_size,
          "settings": [{"setting": r.setting.name, "label": r.setting.label, "hyp_overrides": r.setting.hyp_overrides,
                        "base_hyp": r.setting.base_hyp, "seeds": list(seeds), "map50_95": r.map50_95, "map50": r.map50,
-                       "per_class_map50_95": r.per_class} for r in rows]}, indent=2))
+                       "per_class_map50_95": r.per_class, "first_nan_epoch": r.nan_epochs} for r in rows]}, indent=2))
     plot_evidence(rows, out_dir / "evidence.png",
                   title=f"{dataset}: {spec.description}; yolov5n from scratch, {epochs} epochs, seeds {list(seeds)}")
     return markdown
