@@ -6,6 +6,7 @@ path is covered by ``test_sweep_run.py``.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 import time
@@ -329,3 +330,77 @@ def test_ctrl_c_stops_the_trial_process_and_queues_the_unit_again(data_yaml: Pat
     st = unit_statuses(load(cfg).trials)["baseline|s=0"]
     assert sorted(classify(t) for t in st.trials) == [Outcome.INTERRUPTED, Outcome.WAITING]
     assert trial_run(next(t for t in st.trials if classify(t) == Outcome.INTERRUPTED))["outcome"] == "interrupted"
+
+
+# --------------------------------------------------------------------------- --set KEY=V1,V2,...
+
+
+class HypRecorder(FakeTrainer):
+    """A fake trainer that also keeps each unit's hyp and run directory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hyps: Dict[str, Dict[str, Any]] = {}
+        self.dirs: Dict[str, Path] = {}
+
+    def __call__(self, spec: Any, on_epoch: Any = None, stop: Any = None, on_start: Any = None) -> TrialResult:
+        self.hyps[spec.unit_key] = dict(spec.hyp)
+        self.dirs[spec.unit_key] = spec.run_dir
+        return super().__call__(spec, on_epoch, stop, on_start)
+
+
+def test_set_values_are_trained_and_the_baseline_stays_stock(data_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = HypRecorder()
+    monkeypatch.setattr(eng, "run_trial", trainer)
+    cfg = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1, sets=["obj=1,2", "fl_apply=obj,both"])
+    summary = run_sweep(cfg)
+    assert summary.counts == {"complete": 1 + 4}
+    assert sorted(trainer.calls) == sorted(expected_keys(cfg))
+    base = trainer.hyps["baseline|s=0"]
+    assert base["obj"] == 1.0 and base["fl_gamma"] == 0.0  # hyp.focal.yaml's own obj, stock BCE
+    assert not [k for k in base if k.startswith("fl_") and k != "fl_gamma"]
+    hyp = trainer.hyps["focal|g=1|a=0.25|obj=2|fl_apply=both|s=0"]
+    assert (hyp["obj"], hyp["fl_apply"], hyp["fl_gamma"], hyp["fl_alpha"]) == (2.0, "both", 1.0, 0.25)
+    assert type(hyp["obj"]) is float  # as in the hyp file
+    assert trainer.hyps["focal|g=1|a=0.25|obj=1|fl_apply=obj|s=0"]["fl_apply"] == "obj"
+    assert trainer.dirs["focal|g=1|a=0.25|obj=2|fl_apply=both|s=0"].name.endswith("-focal-g1-a0.25-obj=2-fl_apply=both-s0")
+    study = load(cfg)
+    trial = next(t for t in study.trials if trial_unit(t).key == "focal|g=1|a=0.25|obj=2|fl_apply=both|s=0")
+    assert trial.params == {"fl_loss": "focal", "fl_gamma": 1.0, "fl_alpha": 0.25, "obj": 2.0, "fl_apply": "both"}
+    assert run_sweep(cfg).trained_here == 0  # resumed with the same --set: nothing to do
+
+
+def test_resume_with_another_set_is_refused_before_training(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
+    cfg = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1, sets=["obj=1,2"])
+    run_sweep(cfg)
+    n = len(load(cfg).trials)
+    for sets, now in ((["obj=1,4"], "--set obj=1,4"), ([], "no --set"), (["obj=1,2", "fl_apply=both"], "--set obj=1,2 --set fl_apply=both")):
+        with pytest.raises(SweepError, match=re.escape(f"search space '--set': study has --set obj=1,2, this command has {now}")):
+            run_sweep(config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1, sets=sets))
+    assert len(load(cfg).trials) == n and len(fake.calls) == 3
+    # a study made without --set (as every study before --set existed) refuses one too, and resumes without
+    plain = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1, study="plain")
+    run_sweep(plain)
+    with pytest.raises(SweepError, match=re.escape("study has no --set, this command has --set obj=2")):
+        run_sweep(config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1, study="plain", sets=["obj=2"]))
+    assert run_sweep(plain).trained_here == 0
+
+
+def test_sampled_sweep_with_set_samples_categoricals_and_replicates_them(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
+    cfg = config(data_yaml, tmp_path, sampler="random", trials=3, gamma="0:3", alpha="0.25", seeds=2, sampler_seed=3,
+                 sets=["obj=1,2,4", "fl_gamma_warmup=0,10"])
+    summary = run_sweep(cfg)
+    assert summary.counts == {"complete": 2 + 3 * 2}
+    study = load(cfg)
+    sampled = [t for t in study.trials if trial_unit(t).origin == "sampled" and classify(t) == Outcome.COMPLETE]
+    by_setting: Dict[str, List[Unit]] = {}
+    for t in sampled:
+        unit = trial_unit(t)
+        by_setting.setdefault(unit.setting, []).append(unit)
+        assert t.distributions["obj"] == optuna.distributions.CategoricalDistribution([1.0, 2.0, 4.0])
+        assert t.distributions["fl_gamma_warmup"] == optuna.distributions.CategoricalDistribution([0, 10])
+        assert (t.params["obj"], t.params["fl_gamma_warmup"]) == (dict(unit.extras)["obj"], dict(unit.extras)["fl_gamma_warmup"])
+    assert len(by_setting) == 3
+    for units in by_setting.values():  # every seed of a sampled setting has the same --set values
+        assert sorted(u.seed for u in units) == [0, 1] and len({u.extras for u in units}) == 1
+    assert len(fake.calls) == len(set(fake.calls)) == 8

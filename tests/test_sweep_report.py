@@ -50,10 +50,11 @@ def frozen(unit: Unit, state: str, map50_95: Optional[float] = None, reason: str
         run.update(map50_95=map50_95, map50=map50_95 + 0.1)
     states = {"complete": optuna.trial.TrialState.COMPLETE, "fail": optuna.trial.TrialState.FAIL,
               "pruned": optuna.trial.TrialState.PRUNED}
+    floats = ("fl_gamma", "fl_alpha")  # the other params are categorical: fl_loss and the --set keys
     return optuna.trial.create_trial(
         state=states[state], value=map50_95 if state == "complete" else None,
-        params=unit.params(), distributions={k: optuna.distributions.FloatDistribution(0, 3) if k != "fl_loss" else
-                                             optuna.distributions.CategoricalDistribution(["focal"]) for k in unit.params()},
+        params=unit.params(), distributions={k: optuna.distributions.FloatDistribution(0, 3) if k in floats else
+                                             optuna.distributions.CategoricalDistribution([v]) for k, v in unit.params().items()},
         user_attrs={"unit": unit.to_json(), "run": run},
         intermediate_values={} if state != "pruned" else {0: 0.01},
     )
@@ -180,3 +181,86 @@ def test_report_command_reads_a_stored_study(tmp_path: Path, capsys: pytest.Capt
     assert "no study named 'nope'; studies in this storage: hand" in capsys.readouterr().err
     assert main(["report", "--study", "hand", "--storage", f"sqlite:///{tmp_path / 'missing.db'}"]) == 2
     assert "no such database file" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- --set KEY=V1,V2,...
+
+OLD_HEADER = ("| loss | gamma | alpha | runs | mAP50-95 | mAP50 | epochs | failed | pruned | Δ mAP50-95 | 95% CI | p (Welch) "
+              "| significant |")
+OLD_CSV_FIELDS = ["loss", "gamma", "alpha", "seeds", "n", "map50_95_mean", "map50_95_std", "map50_mean", "map50_std",
+                  "epochs_min", "epochs_max", "failed", "pruned", "pending", "diff_vs_baseline", "ci95_low", "ci95_high",
+                  "p_value", "significant"]
+
+
+def set_plan() -> Plan:
+    space = SearchSpace.build("grid", "focal", "1", "0.25", 3, None, ["focal", "bce"], sets=["obj=2,1", "fl_apply=obj,both"])
+    space = space.bind_hyp({**BASE_HYP, "obj": 1.0}, "hyp.yaml")
+    return Plan(space=space.to_json(), settings=dict(plan().settings), base_hyp={**BASE_HYP, "obj": 1.0})
+
+
+def set_trials() -> List[optuna.trial.FrozenTrial]:
+    trials = [frozen(Unit("baseline", None, None, s, "baseline"), "complete", m) for s, m in enumerate((0.10, 0.12, 0.14))]
+    # stored in neither the --set order nor value order: the report has to sort them
+    means = {(1.0, "both"): 0.12, (2.0, "both"): 0.13, (1.0, "obj"): 0.11, (2.0, "obj"): 0.20}
+    for (obj, apply), m in means.items():
+        for seed, d in enumerate((-0.01, 0.0, 0.01)):
+            unit = Unit("focal", 1.0, 0.25, seed, "grid", (("obj", obj), ("fl_apply", apply)))
+            trials.append(frozen(unit, "complete", m + d))
+    return trials
+
+
+def test_report_rows_show_the_set_values(tmp_path: Path) -> None:
+    report = build_report(set_trials(), set_plan(), study="sets")
+    labels = [r.label() for r in report.rows]
+    # baseline first, then the --set values in the order given (obj=2 before obj=1), not one merged row
+    assert labels == ["baseline (stock YOLOv5 BCE)",
+                      "focal gamma=1 alpha=0.25 obj=2 fl_apply=obj", "focal gamma=1 alpha=0.25 obj=2 fl_apply=both",
+                      "focal gamma=1 alpha=0.25 obj=1 fl_apply=obj", "focal gamma=1 alpha=0.25 obj=1 fl_apply=both"]
+    assert [r.n for r in report.rows] == [3, 3, 3, 3, 3]
+    assert report.best.label() == "focal gamma=1 alpha=0.25 obj=2 fl_apply=obj"
+    assert report.verdict.startswith("focal gamma=1 alpha=0.25 obj=2 fl_apply=obj beats the baseline")
+    files = write_report(report, tmp_path)
+    md = files["markdown"].read_text()
+    assert "| loss | gamma | alpha | obj | fl_apply | runs |" in md
+    assert "| baseline | - | - | 1 | - | 3/3 |" in md  # the baseline trained the hyp's own obj and no fl_apply
+    assert "| focal | 1 | 0.25 | 2 | both | 3/3 | 0.1300 ± 0.0100 |" in md
+    assert "obj=2,1 fl_apply=obj,both" in md and "the baseline does not take these values" in md
+    rows = list(csv.DictReader(open(files["csv"])))
+    assert list(rows[0]) == OLD_CSV_FIELDS[:3] + ["obj", "fl_apply"] + OLD_CSV_FIELDS[3:]
+    assert [(r["obj"], r["fl_apply"]) for r in rows] == [("1", ""), ("2", "obj"), ("2", "both"), ("1", "obj"), ("1", "both")]
+    data = json.loads(files["json"].read_text())
+    assert data["rows"][1]["set"] == {"obj": 2.0, "fl_apply": "obj"} and "set" not in data["rows"][0]
+    assert yaml.safe_load(files["best_hyp"].read_text()) == {**BASE_HYP, "obj": 2.0, "fl_loss": "focal", "fl_gamma": 1.0,
+                                                             "fl_alpha": 0.25, "fl_apply": "obj"}
+    assert files["heatmap"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_heatmap_draws_one_panel_per_set_combination(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.figure
+
+    titles: List[List[str]] = []
+    original = matplotlib.figure.Figure.savefig
+
+    def savefig(fig: Any, *args: Any, **kwargs: Any) -> Any:
+        titles.append([ax.get_title() for ax in fig.axes if ax.get_title()])
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    from yolo_focal_plugin.sweep.report import write_heatmap
+
+    assert write_heatmap(build_report(set_trials(), set_plan(), study="sets"), tmp_path / "sets.png")
+    assert titles[-1] == ["fl_loss: focal\nobj=2 fl_apply=obj", "fl_loss: focal\nobj=2 fl_apply=both",
+                          "fl_loss: focal\nobj=1 fl_apply=obj", "fl_loss: focal\nobj=1 fl_apply=both"]
+    assert write_heatmap(build_report(example_trials(), plan(), study="hand"), tmp_path / "old.png")
+    assert titles[-1] == ["fl_loss: focal"]  # without --set: one panel per loss, as before
+
+
+def test_a_study_without_set_reports_as_before(tmp_path: Path) -> None:
+    report = build_report(example_trials(), plan(), study="hand")
+    files = write_report(report, tmp_path)
+    md = files["markdown"].read_text()
+    assert OLD_HEADER in md and "--set" not in md
+    assert "- search space: sampler=grid loss=focal gamma=1,2 alpha=0.25,0.75 seeds=3\n" in md
+    assert list(csv.DictReader(open(files["csv"])))[0].keys() == set(OLD_CSV_FIELDS) and \
+        next(csv.reader(open(files["csv"]))) == OLD_CSV_FIELDS
+    assert all("set" not in row for row in json.loads(files["json"].read_text())["rows"])

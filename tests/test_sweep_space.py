@@ -1,14 +1,16 @@
 """Search-space parsing and every "clear error before any training" case of ``yolo-focal sweep``."""
 from __future__ import annotations
 
+import json
 import math
+import re
 from pathlib import Path
 from typing import List
 
 import pytest
 
 from yolo_focal_plugin.hyp import parse_focal_hyp
-from yolo_focal_plugin.sweep.space import BASELINE, SearchSpace, SweepError, Unit, parse_values
+from yolo_focal_plugin.sweep.space import BASELINE, SearchSpace, SweepError, Unit, parse_sets, parse_values
 
 KNOWN = ("focal", "varifocal", "qfocal", "bce")
 
@@ -127,6 +129,18 @@ def sweep(tmp_path: Path, data: Path, *extra: str) -> List[str]:
         (["--n-jobs", "0"], "--n-jobs must be an integer >= 1"),
         (["--study", "a/b"], "use a plain name"),
         (["--heartbeat", "10", "--grace", "5"], "--grace must be an integer number of seconds above --heartbeat"),
+        (["--set", "obj"], "--set 'obj': expected KEY=V1,V2,... (e.g. --set obj=1,2)"),
+        (["--set", "=1"], "--set '=1': the key is empty"),
+        (["--set", "obj="], "--set 'obj=': no values"),
+        (["--set", "obj=1,,2"], "--set 'obj=1,,2': empty value in the list"),
+        (["--set", "obj=1", "--set", "obj=2"], "--set obj is given twice"),
+        (["--set", "fl_gamma=1"], "--set fl_gamma: the sweep sets fl_gamma itself; use --gamma"),
+        (["--set", "objj=1,2"], "--set objj: not a key of "),
+        (["--set", "obj=abc"], "--set obj=abc: obj is a number in "),
+        (["--set", "fl_apply=obj,objj"], "--set fl_apply=objj: hyp key 'fl_apply' has invalid value 'objj': expected one of cls, obj, both"),
+        (["--set", "fl_aply=obj"], "--set fl_aply=obj: unknown hyp key(s) 'fl_aply'"),
+        (["--set", "fl_gamma_warmup=0,-1"], "--set fl_gamma_warmup=-1: hyp key 'fl_gamma_warmup' has invalid value -1"),
+        (["--sampler", "tpe", "--trials", "2", "--set", "fl_norm=mean,sum"], "--set fl_norm=sum: hyp key 'fl_norm' has invalid value 'sum'"),
     ],
 )
 def test_bad_input_stops_before_training(tmp_path: Path, data_yaml: Path, capsys: pytest.CaptureFixture, extra: List[str], message: str) -> None:
@@ -164,9 +178,174 @@ def test_pass_through_flags_are_checked_by_yolov5(tmp_path: Path, data_yaml: Pat
     assert "unrecognized arguments: --no-such-yolov5-flag" in capsys.readouterr().err
 
 
+def test_dry_run_lists_the_units_with_their_set_values(tmp_path: Path, data_yaml: Path, capsys: pytest.CaptureFixture) -> None:
+    from yolo_focal_plugin.cli import main
+
+    args = sweep(tmp_path, data_yaml, "--gamma", "1", "--alpha", "0.5", "--set", "obj=1,2", "--set", "fl_apply=obj,both", "--dry-run")
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "OK: 5 units (sampler=grid loss=focal gamma=1 alpha=0.5 obj=1,2 fl_apply=obj,both seeds=1)" in out
+    units = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    assert units == ["baseline|s=0", "focal|g=1|a=0.5|obj=1|fl_apply=obj|s=0", "focal|g=1|a=0.5|obj=1|fl_apply=both|s=0",
+                     "focal|g=1|a=0.5|obj=2|fl_apply=obj|s=0", "focal|g=1|a=0.5|obj=2|fl_apply=both|s=0"]
+    assert not (tmp_path / "runs" / "s").exists()
+
+
 def test_parser_keeps_yolov5_flags() -> None:
     from yolo_focal_plugin.cli import build_parser
 
     args = build_parser("sweep").parse_args(["sweep", "--data", "d.yaml", "--rect", "--optimizer", "AdamW", "--seeds", "2", "--cache"])
     assert args.train_args == ["--rect", "--optimizer", "AdamW", "--cache"]
     assert args.seeds == 2
+    assert args.sets == []
+    args = build_parser("sweep").parse_args(["sweep", "--data", "d.yaml", "--set", "obj=1,2", "--rect", "--set=fl_apply=obj,both"])
+    assert args.sets == ["obj=1,2", "fl_apply=obj,both"] and args.train_args == ["--rect"]
+    from yolo_focal_plugin.sweep.command import config_from_args
+
+    assert list(config_from_args(args).sets) == ["obj=1,2", "fl_apply=obj,both"]
+
+
+# --------------------------------------------------------------------------- --set KEY=V1,V2,...
+
+
+def test_parse_sets_reads_yaml_values_dedupes_and_keeps_order() -> None:
+    specs = parse_sets(["obj=4, 1,2,1.0", "fl_apply=obj,both,obj", "lr0=1e-3,0.01", "flag=true"])
+    assert [s.key for s in specs] == ["obj", "fl_apply", "lr0", "flag"]
+    assert specs[0].values == (4, 1, 2)  # 1.0 is 1: collapsed; the order given is kept (not sorted)
+    assert all(type(v) is int for v in specs[0].values)
+    assert specs[1].values == ("obj", "both")
+    assert specs[2].values == (0.001, 0.01)  # YAML 1.1 reads 1e-3 as a string; it is a number here
+    assert specs[3].values == (True,)
+    assert specs[0].describe() == "obj=4,1,2"
+    assert parse_sets(None) == parse_sets([]) == ()
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["obj"], "--set 'obj': expected KEY=V1,V2,..."),
+        (["=1,2"], "--set '=1,2': the key is empty"),
+        (["obj="], "--set 'obj=': no values"),
+        (["obj= , "], "--set 'obj= , ': empty value in the list"),
+        (["obj=1,,2"], "--set 'obj=1,,2': empty value in the list"),
+        (["obj=1,"], "--set 'obj=1,': empty value in the list"),
+        (["obj=1", "obj=2"], "--set obj is given twice"),
+        (["fl_loss=focal"], "--set fl_loss: the sweep sets fl_loss itself; use --loss"),
+        (["fl_gamma=1"], "--set fl_gamma: the sweep sets fl_gamma itself; use --gamma"),
+        (["fl_alpha=0.5"], "--set fl_alpha: the sweep sets fl_alpha itself; use --alpha"),
+        (["ob j=1"], "is not a hyp key name"),
+        (["obj=null"], "'null' is not a number, a word or true/false"),
+        (["obj=[1"], "cannot read the value '[1'"),
+        (["obj=.nan"], "'.nan' is not a finite number"),
+        (["fl_apply=a|b"], "contains '|'"),
+    ],
+)
+def test_parse_sets_errors(sets: List[str], message: str) -> None:
+    with pytest.raises(SweepError, match=re.escape(message)):
+        SearchSpace.build("grid", "focal", "1", "0.25", 1, None, KNOWN, sets=sets)
+
+
+def test_grid_with_sets_is_the_product_seed_major() -> None:
+    space = SearchSpace.build("grid", "focal,bce", "0,1", "0.25", 2, None, KNOWN, sets=["obj=1,2", "fl_apply=obj,both"])
+    units = space.planned_units()
+    per_seed = 2 * 1 * 2 * 2 + 1 * 2 * 2  # focal: gamma x alpha x obj x fl_apply; bce: obj x fl_apply
+    assert len(units) == space.total_units() == 2 * (1 + per_seed)
+    assert len({u.key for u in units}) == len(units)
+    assert [u.key for u in units[2:7]] == [
+        "focal|g=0|a=0.25|obj=1|fl_apply=obj|s=0",  # the last --set varies fastest
+        "focal|g=0|a=0.25|obj=1|fl_apply=both|s=0",
+        "focal|g=0|a=0.25|obj=2|fl_apply=obj|s=0",
+        "focal|g=0|a=0.25|obj=2|fl_apply=both|s=0",
+        "focal|g=1|a=0.25|obj=1|fl_apply=obj|s=0",
+    ]
+    assert [u.key for u in units[2 + per_seed - 4:2 + per_seed]] == [
+        "bce|g=0|a=-|obj=1|fl_apply=obj|s=0", "bce|g=0|a=-|obj=1|fl_apply=both|s=0",
+        "bce|g=0|a=-|obj=2|fl_apply=obj|s=0", "bce|g=0|a=-|obj=2|fl_apply=both|s=0",
+    ]
+    assert all(u.seed == 0 for u in units[2:2 + per_seed]) and all(u.seed == 1 for u in units[2 + per_seed:])
+    assert all(u.extras == () for u in units[:2])  # the baseline takes no --set value
+    assert "obj=1,2 fl_apply=obj,both seeds=2" in space.describe()
+
+
+def test_bind_hyp_checks_keys_and_makes_numbers_floats_where_the_hyp_has_floats() -> None:
+    base = {"lr0": 0.01, "obj": 1.0, "anchors": 3, "fl_apply": "obj"}
+    space = SearchSpace.build("grid", "focal", "1", "0.25", 1, None, KNOWN,
+                              sets=["obj=1,2", "anchors=3,4", "fl_apply=obj,both", "fl_gamma_warmup=0,10"])
+    bound = space.bind_hyp(base, "hyp.yaml")
+    values = {s.key: s.values for s in bound.extras}
+    assert values["obj"] == (1.0, 2.0) and all(type(v) is float for v in values["obj"])  # the hyp file's type
+    assert values["anchors"] == (3, 4) and all(type(v) is int for v in values["anchors"])
+    assert values["fl_apply"] == ("obj", "both") and values["fl_gamma_warmup"] == (0, 10)  # fl_* keys need not be in the hyp
+    assert [u.key for u in bound.grid_units()] == [u.key for u in space.grid_units()]  # 1 and 1.0: the same unit
+    with pytest.raises(SweepError, match=r"--set objj: not a key of hyp\.yaml"):
+        SearchSpace.build("grid", "focal", "1", "0.25", 1, None, KNOWN, sets=["objj=1"]).bind_hyp(base, "hyp.yaml")
+    with pytest.raises(SweepError, match=r"--set obj=abc: obj is a number in hyp\.yaml \(1\.0\), 'abc' is not"):
+        SearchSpace.build("grid", "focal", "1", "0.25", 1, None, KNOWN, sets=["obj=1,abc"]).bind_hyp(base, "hyp.yaml")
+    with pytest.raises(SweepError, match=r"--set obj=true: obj is a number"):
+        SearchSpace.build("grid", "focal", "1", "0.25", 1, None, KNOWN, sets=["obj=true"]).bind_hyp(base, "hyp.yaml")
+
+
+def test_set_values_reach_the_units_hyp_but_not_the_baselines() -> None:
+    base = {"lr0": 0.01, "obj": 1.0, "cls": 0.5, "fl_loss": "focal", "fl_gamma": 1.5, "fl_apply": "cls"}
+    space = SearchSpace.build("grid", "focal", "2", "0.5", 1, None, KNOWN, sets=["obj=2", "fl_apply=both", "fl_norm=positives"])
+    space = space.bind_hyp(base, "hyp.yaml")
+    baseline, unit = space.planned_units()
+    assert baseline.hyp(base) == {"lr0": 0.01, "obj": 1.0, "cls": 0.5, "fl_gamma": 0.0}  # stock: the hyp's own obj
+    assert parse_focal_hyp(baseline.hyp(base), known_losses=KNOWN).is_stock
+    hyp = unit.hyp(base)
+    assert hyp == {"lr0": 0.01, "obj": 2.0, "cls": 0.5, "fl_loss": "focal", "fl_gamma": 2.0, "fl_alpha": 0.5,
+                   "fl_apply": "both", "fl_norm": "positives"}
+    assert base["obj"] == 1.0 and base["fl_apply"] == "cls"  # the user's hyp is not modified
+
+
+def test_unit_identity_with_set_values() -> None:
+    unit = Unit("varifocal", 2.0, 0.75, 1, "grid", (("obj", 2.0), ("fl_apply", "obj")))
+    assert unit.setting == "varifocal|g=2|a=0.75|obj=2|fl_apply=obj"
+    assert unit.key == "varifocal|g=2|a=0.75|obj=2|fl_apply=obj|s=1"
+    assert unit.slug == "varifocal-g2-a0.75-obj=2-fl_apply=obj-s1"
+    assert unit.describe() == "varifocal gamma=2 alpha=0.75 obj=2 fl_apply=obj seed=1"
+    assert unit.params() == {"fl_loss": "varifocal", "fl_gamma": 2.0, "fl_alpha": 0.75, "obj": 2.0, "fl_apply": "obj"}
+    assert unit.with_seed(2).key == "varifocal|g=2|a=0.75|obj=2|fl_apply=obj|s=2"
+    odd = Unit("focal", 1.0, 0.25, 0, "grid", (("mode", "a/b c:d"),))
+    assert "/" not in odd.slug and " " not in odd.slug and ":" not in odd.slug
+    # values past the 6 digits of gamma/alpha keys are still told apart (they would share a unit otherwise)
+    assert Unit("focal", 1.0, 0.25, 0, "grid", (("lr0", 0.0100001),)).key != Unit("focal", 1.0, 0.25, 0, "grid", (("lr0", 0.01),)).key
+    assert parse_sets(["lr0=0.01,0.0100001"])[0].values == (0.01, 0.0100001)
+
+
+def test_unit_and_space_json_round_trip_and_old_json_without_sets() -> None:
+    unit = Unit("focal", 1.0, 0.25, 1, "sampled", (("obj", 2.0), ("fl_apply", "both"), ("fl_gamma_warmup", 10)))
+    data = json.loads(json.dumps(unit.to_json()))  # as Optuna stores user attributes
+    back = Unit.from_json(data)
+    assert back == unit and back.key == unit.key
+    assert type(dict(back.extras)["fl_gamma_warmup"]) is int
+    # a unit stored before --set existed: no "extras"; same key, and stored exactly as then
+    old = {"loss": "focal", "gamma": 1.0, "alpha": 0.25, "seed": 0, "origin": "grid", "key": "focal|g=1|a=0.25|s=0",
+           "setting": "focal|g=1|a=0.25"}
+    loaded = Unit.from_json(old)
+    assert loaded.extras == () and loaded.key == old["key"] and loaded.to_json() == old
+
+    space = SearchSpace.build("tpe", "focal", "0:3", "0:1", 2, 5, KNOWN, sets=["obj=1,2", "fl_apply=obj,both"])
+    again = SearchSpace.from_json(json.loads(json.dumps(space.to_json())), trials=5)
+    assert again == space
+    plain = SearchSpace.build("grid", "focal", "0,1", "0.25", 1, None, KNOWN)
+    assert "set" not in plain.to_json()  # studies without --set store the same plan as before
+    assert SearchSpace.from_json(plain.to_json()).extras == ()
+
+
+def test_sampled_space_suggests_one_categorical_per_set_key() -> None:
+    import optuna
+
+    space = SearchSpace.build("random", "focal,bce", "0:3", "0:1", 2, 4, KNOWN, sets=["obj=1,2", "fl_apply=obj,both"])
+    dists = space.distributions()
+    assert dists["obj"].choices == (1, 2) and dists["fl_apply"].choices == ("obj", "both")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        unit = space.sample_unit(trial, 0)
+        assert trial.distributions["obj"] == dists["obj"] and trial.distributions["fl_apply"] == dists["fl_apply"]
+        assert dict(unit.extras) == {"obj": trial.params["obj"], "fl_apply": trial.params["fl_apply"]}
+        seen.add((unit.loss, dict(unit.extras)["fl_apply"]))
+        study.tell(trial, 0.0)
+    assert {"bce", "focal"} == {loss for loss, _ in seen}  # bce settings get the --set values too

@@ -1,4 +1,4 @@
-"""``yolo-focal sweep``: gamma/alpha sweeps on Optuna; any other flag goes to ``yolov5 train``."""
+"""``yolo-focal sweep``: gamma/alpha (and ``--set`` hyp key) sweeps on Optuna; any other flag goes to ``yolov5 train``."""
 from __future__ import annotations
 
 import argparse
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--data", required=True, help="dataset yaml (local file)")
     g.add_argument("--cfg", default="yolov5n.yaml", help="model yaml (default: %(default)s)")
     g.add_argument("--weights", default="", help="initial weights, '' = from scratch (default)")
-    g.add_argument("--hyp", default="hyp.focal.yaml", help="base hyp; the sweep sets fl_loss/fl_gamma/fl_alpha in it (default: %(default)s)")
+    g.add_argument("--hyp", default="hyp.focal.yaml", help="base hyp; the sweep sets fl_loss/fl_gamma/fl_alpha (and the --set keys) in it (default: %(default)s)")
     g.add_argument("--epochs", type=int, default=30, help="epochs per trial (default: %(default)s)")
     g.add_argument("--img", type=int, default=640, help="image size (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=16, help="batch size (default: %(default)s)")
@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--loss", default="focal", help="fl_loss values, comma-separated: focal,varifocal,qfocal,bce (default: %(default)s)")
     s.add_argument("--gamma", default="0,0.5,1,1.5,2", help="fl_gamma: list 0,1,2 | stepped range 0:2:0.5 | range 0:3 (sampled) (default: %(default)s)")
     s.add_argument("--alpha", default="0.25,0.5,0.75", help="fl_alpha in [0, 1], same syntax (default: %(default)s)")
+    s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=V1,V2",
+                   help="repeatable: also sweep hyp key KEY over these values (read as YAML: numbers or words), "
+                        "e.g. --set obj=1,2 --set fl_apply=obj,both; KEY must be in --hyp or an fl_* key. "
+                        "The baseline ignores --set: it trains the --hyp values without fl_* keys")
     s.add_argument("--seeds", type=int, default=3, help="training seeds per setting (default: %(default)s)")
     s.add_argument("--sampler", default="grid", choices=("grid", "tpe", "random"), help="grid: every combination; tpe/random: --trials sampled settings (default: %(default)s)")
     s.add_argument("--trials", type=int, default=None, help="sampled settings for --sampler tpe|random (each x --seeds)")
@@ -72,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> SweepConfig:
     return SweepConfig(
         data=args.data, cfg=args.cfg, weights=args.weights, hyp=args.hyp, losses=args.loss, gamma=args.gamma,
-        alpha=args.alpha, seeds=args.seeds, epochs=args.epochs, img=args.img, batch_size=args.batch_size,
+        alpha=args.alpha, sets=list(args.sets or []), seeds=args.seeds, epochs=args.epochs, img=args.img, batch_size=args.batch_size,
         device=args.device, workers=args.workers, study=args.study, storage=args.storage, project=args.project,
         n_jobs=args.n_jobs, threads=args.threads, sampler=args.sampler, trials=args.trials,
         sampler_seed=args.sampler_seed, prune=args.prune, timeout=args.timeout,

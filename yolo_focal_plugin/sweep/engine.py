@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .space import BASELINE, SearchSpace, SweepError, Unit, fmt_value
+from .space import BASELINE, SearchSpace, SweepError, Unit, fmt_extra, fmt_value
 from .study import (
     PLANNED_ATTR,
     STALE_MAX_RETRY,
@@ -77,6 +77,7 @@ class SweepConfig:
     losses: Any = "focal"
     gamma: Any = "0,0.5,1,1.5,2"
     alpha: Any = "0.25,0.5,0.75"
+    sets: Sequence[str] = ()  # --set KEY=V1,V2,... texts: one categorical dimension each
     seeds: int = 3
     epochs: int = 30
     img: int = 640
@@ -265,13 +266,22 @@ def _validate_units(space: SearchSpace, base: Dict[str, Any], nc: Optional[int],
         parse_focal_hyp(base, nc=nc, known_losses=known)
     except HypError as exc:
         raise SweepError(f"--hyp: {exc}") from None
+    # each fl_* --set value on its own first, so that the message names the option and the value
+    for spec in space.extras:
+        if not spec.key.startswith("fl_"):
+            continue
+        for value in spec.values:
+            try:
+                parse_focal_hyp({**base, spec.key: value}, nc=nc, known_losses=known)
+            except HypError as exc:
+                raise SweepError(f"--set {spec.key}={fmt_extra(value)}: {exc}") from None
     units: List[Unit] = list(space.planned_units())
-    if not space.is_grid:  # sampled: check the corners of the space
+    if not space.is_grid:  # sampled: check the corners of the space, with every --set combination
         corners = []
         for loss in space.losses:
             for g in (space.gamma.values if space.gamma.kind == "list" else (space.gamma.low, space.gamma.high)):
                 for a in (space.alpha.values if space.alpha.kind == "list" else (space.alpha.low, space.alpha.high)):
-                    corners.append(Unit(loss, g, a, 0, "sampled"))
+                    corners += [Unit(loss, g, a, 0, "sampled", extras) for extras in space.extra_combos()]
         units += corners
     for unit in units:
         try:
@@ -312,7 +322,8 @@ def prepare_sweep(config: SweepConfig, create: bool = True) -> Prepared:
         raise SweepError(f"--study {config.study!r}: use a plain name (letters, digits, - and _)")
 
     known = _known_losses()
-    space = SearchSpace.build(config.sampler, config.losses, config.gamma, config.alpha, config.seeds, config.trials, known)
+    space = SearchSpace.build(config.sampler, config.losses, config.gamma, config.alpha, config.seeds, config.trials, known,
+                              sets=config.sets)
     data, nc = _load_data(config.data)
     cfg = _resolve_cfg(config.cfg)
     weights = config.weights or ""
@@ -324,6 +335,7 @@ def prepare_sweep(config: SweepConfig, create: bool = True) -> Prepared:
         raise SweepError("give --cfg (e.g. yolov5n.yaml) or --weights")
     hyp_path = _resolve_hyp(config.hyp)
     base_hyp = _load_hyp_dict(hyp_path)
+    space = space.bind_hyp(base_hyp, str(hyp_path))
     _validate_units(space, base_hyp, nc, known)
     train_args = [str(a) for a in config.train_args]
     _check_train_args(train_args)
@@ -628,7 +640,7 @@ class SweepEngine:
                 if fresh:
                     self.duplicates_in_a_row = 0
                     for seed in self.space.seeds[1:]:  # the other seeds of a sampled setting
-                        self.enqueue(Unit(unit.loss, unit.gamma, unit.alpha, seed, "sampled"))
+                        self.enqueue(unit.with_seed(seed))
                 self.storage.record_heartbeat(tid)
                 self.active[tid] = _Active(tid, trial.number, unit)
                 return trial, unit
@@ -747,7 +759,7 @@ class SweepEngine:
                 for setting in self.sampled_settings(statuses):
                     template = next(st.unit for st in statuses.values() if st.unit.setting == setting)
                     for seed in self.space.seeds:
-                        replica = Unit(template.loss, template.gamma, template.alpha, seed, "sampled")
+                        replica = template.with_seed(seed)
                         if replica.key not in statuses:
                             self.enqueue(replica)
                             n += 1

@@ -1,10 +1,10 @@
 """``yolo-focal report``: does any focal setting beat the baseline, with evidence.
 
-One row per (loss, gamma, alpha) - the baseline first - with, over seeds: the mean and standard
+One row per (loss, gamma, alpha, ``--set`` values) - the baseline first - with, over seeds: the mean and standard
 deviation of mAP50-95 and mAP50 (at the epoch YOLOv5 saved ``best.pt`` from), epochs run, pruned
 and failed runs, and the difference to the baseline with Welch's t-test (p-value and 95% CI).
 Written as ``report.md``, ``report.csv`` and ``report.json``, plus ``heatmap.png`` (mean mAP50-95
-over gamma x alpha, one panel per loss) and ``best_hyp.yaml`` (ready for ``--hyp``).
+over gamma x alpha, one panel per loss and ``--set`` combination) and ``best_hyp.yaml`` (ready for ``--hyp``).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .space import BASELINE, SweepError, Unit, fmt_value
+from .space import BASELINE, Extras, SweepError, Unit, fmt_extra, fmt_value
 from .stats import WelchResult, mean, std, welch
 from .study import Outcome, Plan, classify, default_storage_url, load_study, open_storage, redact_url, trial_run, trial_unit, unit_statuses
 
@@ -42,6 +42,7 @@ class Row:
     pending: int = 0  # running or queued
     failures: List[str] = field(default_factory=list)
     test: Optional[WelchResult] = None
+    extras: Extras = ()  # the --set values of this setting (the baseline has none)
 
     @property
     def is_baseline(self) -> bool:
@@ -66,17 +67,21 @@ class Row:
     def label(self) -> str:
         if self.is_baseline:
             return "baseline (stock YOLOv5 BCE)"
+        extras = "".join(f" {k}={fmt_extra(v)}" for k, v in self.extras)
         if self.loss == "bce":
-            return "bce (fl_loss: bce)"
-        return f"{self.loss} gamma={fmt_value(self.gamma)} alpha={fmt_value(self.alpha)}"
+            return f"bce (fl_loss: bce){extras}"
+        return f"{self.loss} gamma={fmt_value(self.gamma)} alpha={fmt_value(self.alpha)}{extras}"
 
     def to_json(self) -> Dict[str, Any]:
         t = self.test
+        # "set" only when the study has --set keys, so older reports keep their exact form
+        sets = {"set": dict(self.extras)} if self.extras else {}
         return {
             "setting": self.setting,
             "loss": self.loss,
             "gamma": self.gamma,
             "alpha": self.alpha,
+            **sets,
             "seeds": self.seeds,
             "n": self.n,
             "map50_95_mean": _num(self.mean_map),
@@ -133,8 +138,30 @@ def precision(rows: Sequence[Row]) -> int:
     return int(min(7, max(4, math.ceil(-math.log10(min(small))) + 1)))
 
 
-def _sort_key(row: Row) -> Tuple[int, str, float, float]:
-    return (0 if row.is_baseline else 1, row.loss, row.gamma if row.gamma is not None else -1.0, row.alpha if row.alpha is not None else -1.0)
+def _sort_key(row: Row, order: Dict[str, List[str]]) -> Tuple[Any, ...]:
+    """Baseline first, then loss, gamma, alpha and the --set values in the order the user gave them."""
+    extras = tuple(order[k].index(fmt_extra(v)) if fmt_extra(v) in order.get(k, []) else len(order.get(k, []))
+                   for k, v in row.extras)
+    return (0 if row.is_baseline else 1, row.loss, row.gamma if row.gamma is not None else -1.0,
+            row.alpha if row.alpha is not None else -1.0, extras)
+
+
+def set_keys(report: "Report") -> List[str]:
+    """The study's --set keys in option order (plus any a row has that the plan lacks); empty without --set."""
+    keys = [spec.key for spec in report.plan.search_space().extras]
+    for r in report.rows:
+        keys += [k for k, _ in r.extras if k not in keys]
+    return keys
+
+
+def _set_cell(report: "Report", row: Row, key: str, missing: str = "-") -> str:
+    """The value a row trained with; the baseline trains the base hyp's own non-fl values and no fl_* key."""
+    values = dict(row.extras)
+    if key in values:
+        return fmt_extra(values[key])
+    if row.is_baseline and not key.startswith("fl_") and key in report.plan.base_hyp:
+        return fmt_extra(report.plan.base_hyp[key])
+    return missing
 
 
 def build_report(trials: Sequence[Any], plan: Plan, study: str = "", storage: str = "") -> Report:
@@ -146,7 +173,7 @@ def build_report(trials: Sequence[Any], plan: Plan, study: str = "", storage: st
         unit = st.unit
         row = rows.get(unit.setting)
         if row is None:
-            row = rows[unit.setting] = Row(unit.setting, unit.loss, unit.gamma, unit.alpha, 0, 0)
+            row = rows[unit.setting] = Row(unit.setting, unit.loss, unit.gamma, unit.alpha, 0, 0, extras=unit.extras)
         row.seeds += 1
         state = st.state
         counts[state] = counts.get(state, 0) + 1
@@ -169,7 +196,8 @@ def build_report(trials: Sequence[Any], plan: Plan, study: str = "", storage: st
             row.failures.append(f"seed {unit.seed}: {reason or 'unknown'}")
         else:
             row.pending += 1
-    ordered = sorted(rows.values(), key=_sort_key)
+    order = {spec.key: [fmt_extra(v) for v in spec.values] for spec in plan.search_space().extras}
+    ordered = sorted(rows.values(), key=lambda r: _sort_key(r, order))
     base = next((r for r in ordered if r.is_baseline), None)
     for row in ordered:
         if row is not base and base is not None:
@@ -229,6 +257,7 @@ def _epochs(values: Sequence[int]) -> str:
 
 def table_rows(report: Report) -> List[Dict[str, str]]:
     D = report.decimals
+    keys = set_keys(report)
     out = []
     for r in report.rows:
         t = r.test
@@ -246,6 +275,7 @@ def table_rows(report: Report) -> List[Dict[str, str]]:
             "loss": r.loss,
             "gamma": "-" if r.is_baseline else fmt_value(r.gamma),
             "alpha": "-" if r.is_baseline or r.alpha is None else fmt_value(r.alpha),
+            **{k: _set_cell(report, r, k) for k in keys},
             "runs": f"{r.n}/{r.seeds}",
             "mAP50-95": _pm(r.mean_map, r.std_map, D),
             "mAP50": _pm(r.mean_map50, r.std_map50, D),
@@ -279,8 +309,11 @@ def to_markdown(report: Report, heatmap: Optional[str] = None, best_hyp: Optiona
         "- metric: mAP50-95 and mAP50 on the val set at the epoch YOLOv5 kept as best.pt; mean ± sample std over seeds",
         f"- Δ: mean difference to the baseline (stock YOLOv5 BCE: no fl_* keys, fl_gamma 0); 95% CI and two-sided "
         f"p from Welch's t-test over seeds; significant at p < {SIGNIFICANCE}",
-        "",
     ]
+    if space.extras:
+        lines.append(f"- --set {', '.join(spec.key for spec in space.extras)}: the baseline does not take these values; it "
+                     f"trains the hyp's own (shown in its row) without any fl_* key, so every row is compared with stock YOLOv5")
+    lines.append("")
     rows = table_rows(report)
     if rows:
         headers = list(rows[0].keys())
@@ -306,7 +339,8 @@ def to_markdown(report: Report, heatmap: Optional[str] = None, best_hyp: Optiona
 
 
 def write_csv(report: Report, path: Path) -> None:
-    fields = ["loss", "gamma", "alpha", "seeds", "n", "map50_95_mean", "map50_95_std", "map50_mean", "map50_std",
+    keys = set_keys(report)
+    fields = ["loss", "gamma", "alpha", *keys, "seeds", "n", "map50_95_mean", "map50_95_std", "map50_mean", "map50_std",
               "epochs_min", "epochs_max", "failed", "pruned", "pending", "diff_vs_baseline", "ci95_low", "ci95_high",
               "p_value", "significant"]
     with open(path, "w", newline="") as f:
@@ -316,6 +350,7 @@ def write_csv(report: Report, path: Path) -> None:
             j = r.to_json()
             w.writerow({
                 "loss": r.loss, "gamma": "" if r.gamma is None else r.gamma, "alpha": "" if r.alpha is None else r.alpha,
+                **{k: _set_cell(report, r, k, missing="") for k in keys},
                 "seeds": r.seeds, "n": r.n,
                 "map50_95_mean": _cell(j["map50_95_mean"]), "map50_95_std": _cell(j["map50_95_std"]),
                 "map50_mean": _cell(j["map50_mean"]), "map50_std": _cell(j["map50_std"]),
@@ -331,8 +366,37 @@ def _cell(x: Optional[float]) -> str:
     return "" if x is None else f"{x:.6g}"
 
 
+Panel = Tuple[str, Extras]  # one heatmap/scatter panel: a loss and one --set combination
+
+
+def _panel_title(panel: Panel) -> str:
+    loss, extras = panel
+    if not extras:
+        return f"fl_loss: {loss}"
+    return f"fl_loss: {loss}\n" + " ".join(f"{k}={fmt_extra(v)}" for k, v in extras)
+
+
+def _panel_grid(n: int, with_sets: bool) -> Tuple[int, int]:
+    """(rows, columns) of panels: one row as before --set existed; --set combinations wrap after 4."""
+    cols = min(n, 4) if with_sets else n
+    return math.ceil(n / cols), cols
+
+
+def _make_room(fig: Any, nrows: int, with_sets: bool) -> Dict[str, Any]:
+    """Space for two-line panel titles (--set values); the suptitle keyword arguments to use."""
+    if not with_sets:
+        return {}
+    if nrows > 1:
+        fig.subplots_adjust(hspace=0.55)
+    return {"y": 1.0 + 0.06 / nrows}
+
+
 def write_heatmap(report: Report, path: Path) -> bool:
-    """Mean mAP50-95 over gamma (rows) x alpha (columns), one panel per loss. False if nothing to draw."""
+    """Mean mAP50-95 over gamma (rows) x alpha (columns), one panel per loss and --set combination.
+
+    False if nothing to draw. Every --set combination gets its own panel: drawn into one gamma x
+    alpha grid, settings that differ only in a --set value would overwrite each other's cell.
+    """
     D = report.decimals
     import matplotlib
 
@@ -340,8 +404,8 @@ def write_heatmap(report: Report, path: Path) -> bool:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    losses = [l for l in dict.fromkeys(r.loss for r in report.rows if not r.is_baseline and r.loss != "bce")]
-    if not losses:
+    groups: List[Panel] = list(dict.fromkeys((r.loss, r.extras) for r in report.rows if not r.is_baseline and r.loss != "bce"))
+    if not groups:
         return False
     base = report.baseline
     base_mean = base.mean_map if base is not None and base.n else math.nan
@@ -351,16 +415,21 @@ def write_heatmap(report: Report, path: Path) -> bool:
     if vmin == vmax:
         vmin, vmax = vmin - 1e-3, vmax + 1e-3
     space = report.plan.search_space()
+    with_sets = any(extras for _, extras in groups)
     if space.gamma.kind == "range" or space.alpha.kind == "range":
-        return _write_scatter(report, path, losses, base_mean, vmin, vmax)
-    for loss in losses:
-        rows = [r for r in report.rows if r.loss == loss]
+        return _write_scatter(report, path, groups, base_mean, vmin, vmax)
+    for group in groups:
+        rows = [r for r in report.rows if (r.loss, r.extras) == group]
         gammas = sorted({r.gamma for r in rows if r.gamma is not None})
         alphas = sorted({r.alpha for r in rows if r.alpha is not None})
-        panels.append((loss, rows, gammas, alphas))
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.8, 1.3 * max(len(p[3]) for p in panels) + 2.6) * len(panels), 0.75 * max(len(p[2]) for p in panels) + 2.4), squeeze=False)
+        panels.append((group, rows, gammas, alphas))
+    nrows, ncols = _panel_grid(len(panels), with_sets)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(4.8, 1.3 * max(len(p[3]) for p in panels) + 2.6) * ncols, (0.75 * max(len(p[2]) for p in panels) + 2.4) * nrows), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    room = _make_room(fig, nrows, with_sets)
     image = None
-    for ax, (loss, rows, gammas, alphas) in zip(axes[0], panels):
+    for ax, (group, rows, gammas, alphas) in zip(axes.ravel(), panels):
         grid = np.full((len(gammas), len(alphas)), np.nan)
         text: Dict[Tuple[int, int], str] = {}
         for r in rows:
@@ -382,29 +451,34 @@ def write_heatmap(report: Report, path: Path) -> bool:
         ax.set_yticks(range(len(gammas)), [fmt_value(g) for g in gammas])
         ax.set_xlabel("fl_alpha")
         ax.set_ylabel("fl_gamma")
-        ax.set_title(f"fl_loss: {loss}")
+        ax.set_title(_panel_title(group))
         for (i, j), label in text.items():
             value = grid[i, j]
             dark_cell = math.isfinite(value) and (value - vmin) / (vmax - vmin) < 0.55
             ax.text(j, i, label, ha="center", va="center", fontsize=8, color="white" if dark_cell else "black")
     if image is not None:
-        fig.colorbar(image, ax=axes[0].tolist(), label="mean mAP50-95 over seeds")
+        fig.colorbar(image, ax=axes.ravel().tolist(), label="mean mAP50-95 over seeds")
     base_text = f"baseline (stock BCE) {base_mean:.{D}f}" if math.isfinite(base_mean) else "baseline: no completed run"
-    fig.suptitle(f"{report.study}: mean mAP50-95; second line Δ vs {base_text}; ▲/▼ Welch p<{SIGNIFICANCE}", fontsize=9)
+    fig.suptitle(f"{report.study}: mean mAP50-95; second line Δ vs {base_text}; ▲/▼ Welch p<{SIGNIFICANCE}", fontsize=9, **room)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return True
 
 
-def _write_scatter(report: Report, path: Path, losses: List[str], base_mean: float, vmin: float, vmax: float) -> bool:
+def _write_scatter(report: Report, path: Path, groups: List[Panel], base_mean: float, vmin: float, vmax: float) -> bool:
     """Sampled sweeps over continuous ranges: one point per sampled setting, coloured by mean mAP50-95."""
     D = report.decimals
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(losses), figsize=(5.6 * len(losses), 4.4), squeeze=False)
+    with_sets = any(extras for _, extras in groups)
+    nrows, ncols = _panel_grid(len(groups), with_sets)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.4 * nrows), squeeze=False)
+    for ax in axes.ravel()[len(groups):]:
+        ax.axis("off")
+    room = _make_room(fig, nrows, with_sets)
     image = None
-    for ax, loss in zip(axes[0], losses):
-        rows = [r for r in report.rows if r.loss == loss]
+    for ax, group in zip(axes.ravel(), groups):
+        rows = [r for r in report.rows if (r.loss, r.extras) == group]
         done = [r for r in rows if r.n]
         other = [r for r in rows if not r.n]
         if done:
@@ -417,22 +491,22 @@ def _write_scatter(report: Report, path: Path, losses: List[str], base_mean: flo
             ax.legend(fontsize=8, loc="best")
         ax.set_xlabel("fl_alpha")
         ax.set_ylabel("fl_gamma")
-        ax.set_title(f"fl_loss: {loss} ({len(rows)} sampled settings)")
+        ax.set_title(f"{_panel_title(group)} ({len(rows)} sampled settings)")
     if image is not None:
-        fig.colorbar(image, ax=axes[0].tolist(), label="mean mAP50-95 over seeds")
+        fig.colorbar(image, ax=axes.ravel().tolist(), label="mean mAP50-95 over seeds")
     base_text = f"baseline (stock BCE) {base_mean:.{D}f}" if math.isfinite(base_mean) else "baseline: no completed run"
-    fig.suptitle(f"{report.study}: mean mAP50-95 per sampled setting; {base_text}", fontsize=9)
+    fig.suptitle(f"{report.study}: mean mAP50-95 per sampled setting; {base_text}", fontsize=9, **room)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return True
 
 
 def best_hyp(report: Report) -> Optional[Dict[str, Any]]:
-    """The best setting's hyp (the study's hyp with its fl_* values); the stock hyp if that is the baseline."""
+    """The best setting's hyp (the study's hyp with its fl_* and --set values); the stock hyp if that is the baseline."""
     if report.best is None:
         return None
     r = report.best
-    unit = Unit(r.loss, r.gamma, r.alpha, 0)
+    unit = Unit(r.loss, r.gamma, r.alpha, 0, extras=r.extras)
     return unit.hyp(report.plan.base_hyp)
 
 

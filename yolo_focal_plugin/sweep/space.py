@@ -10,30 +10,45 @@ Syntax of ``--gamma`` / ``--alpha``:
 * ``0:2:0.5``      a stepped range: expands to ``0,0.5,1,1.5,2`` for a grid (a stepped float for ``tpe``)
 * ``0:3``          a continuous range: only for sampled sweeps (``--sampler tpe|random``)
 
-A *unit* is one training run: (loss, gamma, alpha, seed). The baseline units (stock YOLOv5 BCE:
-``fl_gamma: 0`` and no other ``fl_*`` key, one per seed) are part of every sweep.
+``--set KEY=V1,V2,...`` (repeatable) adds one categorical dimension for any other hyp key
+(``obj=1,2,4``, ``fl_apply=obj,both``); each value is read with ``yaml.safe_load``.
+
+A *unit* is one training run: (loss, gamma, alpha, the ``--set`` values, seed). The baseline units
+(stock YOLOv5 BCE: ``fl_gamma: 0`` and no other ``fl_*`` key, one per seed) are part of every sweep;
+they take no ``--set`` value (every other key keeps the base hyp's value).
 """
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
     "SweepError",
     "ValueSpec",
+    "SetSpec",
     "Unit",
     "SearchSpace",
     "BASELINE",
     "SAMPLERS",
     "parse_values",
     "parse_losses",
+    "parse_sets",
     "fmt_value",
+    "fmt_extra",
+    "OWNED_KEYS",
 ]
 
 BASELINE = "baseline"
 SAMPLERS = ("grid", "tpe", "random")
 MAX_GRID_VALUES = 1000
+# hyp keys the sweep sets itself, each from its own option
+OWNED_KEYS = {"fl_loss": "--loss", "fl_gamma": "--gamma", "fl_alpha": "--alpha"}
+_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+Extras = Tuple[Tuple[str, Any], ...]  # a unit's --set values, in --set order
 
 
 class SweepError(ValueError):
@@ -46,6 +61,28 @@ def fmt_value(value: Optional[float]) -> str:
         return "-"
     text = f"{float(value):.6g}"
     return "0" if text == "-0" else text
+
+
+def fmt_extra(value: Any) -> str:
+    """Stable text for a ``--set`` value: unit keys, run names, tables (``2.0`` and ``2`` are both ``2``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        # 12 digits, not fmt_value's 6: two values the user told apart must not share a unit key
+        text = f"{value:.12g}"
+        return "0" if text == "-0" else text
+    return str(value)
+
+
+def _slug_text(text: str) -> str:
+    """``text`` safe inside a file name (run directories are named after units)."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
+
+
+def _extras_text(extras: Extras, sep: str) -> str:
+    return "".join(f"{sep}{k}={fmt_extra(v)}" for k, v in extras)
 
 
 def _number(text: str, option: str) -> float:
@@ -161,6 +198,89 @@ def parse_losses(text: Any, known: Sequence[str]) -> Tuple[str, ...]:
     return tuple(losses)
 
 
+def _set_value(part: str, item: str) -> Any:
+    """One ``--set`` value: YAML scalar (number, word, true/false)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(part)
+    except yaml.YAMLError:
+        raise SweepError(f"--set {item!r}: cannot read the value {part!r} (give numbers or words)") from None
+    if isinstance(value, str):
+        # YAML 1.1 reads 1e-3 as a string (it wants 1.0e-3); a hyp value written that way is a number
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            value = number
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SweepError(f"--set {item!r}: {part!r} is not a finite number")
+    if not isinstance(value, (bool, int, float, str)):
+        raise SweepError(f"--set {item!r}: {part!r} is not a number, a word or true/false")
+    if isinstance(value, str) and "|" in value:
+        raise SweepError(f"--set {item!r}: {part!r} contains '|', which unit keys use as separator")
+    return value
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """One ``--set KEY=V1,V2,...``: a categorical dimension of the search space."""
+
+    key: str
+    values: Tuple[Any, ...]
+
+    def describe(self) -> str:
+        return f"{self.key}={','.join(fmt_extra(v) for v in self.values)}"
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"key": self.key, "values": list(self.values)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SetSpec":
+        return cls(str(data["key"]), tuple(data["values"]))
+
+
+def parse_sets(items: Any) -> Tuple[SetSpec, ...]:
+    """``--set KEY=V1,V2,...`` options (repeatable) -> one :class:`SetSpec` per key, in the order given.
+
+    Checks the syntax and the keys the sweep owns; whether a key exists in the base hyp and whether
+    its values are valid is checked by :meth:`SearchSpace.bind_hyp` and the engine.
+    """
+    if items is None:
+        return ()
+    if isinstance(items, str):
+        items = [items]
+    specs: List[SetSpec] = []
+    for item in items:
+        if not isinstance(item, str) or "=" not in item:
+            raise SweepError(f"--set {item!r}: expected KEY=V1,V2,... (e.g. --set obj=1,2)")
+        key, _, text = item.partition("=")
+        key = key.strip()
+        if not key:
+            raise SweepError(f"--set {item!r}: the key is empty; expected KEY=V1,V2,... (e.g. --set obj=1,2)")
+        if not _KEY_RE.match(key):
+            raise SweepError(f"--set {item!r}: {key!r} is not a hyp key name (letters, digits, _ . -)")
+        if key in OWNED_KEYS:
+            raise SweepError(f"--set {key}: the sweep sets {key} itself; use {OWNED_KEYS[key]}")
+        if any(s.key == key for s in specs):
+            raise SweepError(f"--set {key} is given twice; give all its values in one --set {key}=V1,V2,...")
+        if not text.strip():
+            raise SweepError(f"--set {item!r}: no values; expected {key}=V1,V2,...")
+        values: List[Any] = []
+        seen: List[str] = []
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                raise SweepError(f"--set {item!r}: empty value in the list")
+            value = _set_value(part, item)
+            if fmt_extra(value) not in seen:  # 1 and 1.0 are one value
+                seen.append(fmt_extra(value))
+                values.append(value)
+        specs.append(SetSpec(key, tuple(values)))
+    return tuple(specs)
+
+
 @dataclass(frozen=True)
 class Unit:
     """One training run of the sweep."""
@@ -170,6 +290,7 @@ class Unit:
     alpha: Optional[float]
     seed: int
     origin: str = "grid"  # "grid" | "baseline" | "sampled"
+    extras: Extras = ()  # the --set values as (key, value) pairs; always empty for the baseline
 
     @property
     def is_baseline(self) -> bool:
@@ -177,10 +298,10 @@ class Unit:
 
     @property
     def setting(self) -> str:
-        """The (loss, gamma, alpha) part of the key: what the report groups seeds by."""
+        """The (loss, gamma, alpha, --set values) part of the key: what the report groups seeds by."""
         if self.is_baseline:
             return BASELINE
-        return f"{self.loss}|g={fmt_value(self.gamma)}|a={fmt_value(self.alpha)}"
+        return f"{self.loss}|g={fmt_value(self.gamma)}|a={fmt_value(self.alpha)}" + _extras_text(self.extras, "|")
 
     @property
     def key(self) -> str:
@@ -191,7 +312,12 @@ class Unit:
         """File-name friendly form for run directories."""
         if self.is_baseline:
             return f"baseline-s{self.seed}"
-        return f"{self.loss}-g{fmt_value(self.gamma)}-a{fmt_value(self.alpha)}-s{self.seed}"
+        extras = "".join(f"-{_slug_text(k)}={_slug_text(fmt_extra(v))}" for k, v in self.extras)
+        return f"{self.loss}-g{fmt_value(self.gamma)}-a{fmt_value(self.alpha)}{extras}-s{self.seed}"
+
+    def with_seed(self, seed: int) -> "Unit":
+        """The same setting with another seed (the replicas of a sampled setting)."""
+        return replace(self, seed=seed)
 
     def params(self) -> Dict[str, Any]:
         """The Optuna params of this unit (the baseline has none: samplers ignore it)."""
@@ -200,13 +326,15 @@ class Unit:
         out: Dict[str, Any] = {"fl_loss": self.loss, "fl_gamma": float(self.gamma or 0.0)}
         if self.alpha is not None:
             out["fl_alpha"] = float(self.alpha)
+        out.update(self.extras)
         return out
 
     def hyp(self, base: Mapping[str, Any]) -> Dict[str, Any]:
         """The hyp dict this unit trains with, built from the user's hyp."""
         hyp = {k: v for k, v in base.items()}
         if self.is_baseline:
-            # stock YOLOv5: no fl_* key but fl_gamma 0 (YOLOv5 itself requires fl_gamma)
+            # stock YOLOv5: no fl_* key but fl_gamma 0 (YOLOv5 itself requires fl_gamma); no --set
+            # value either, so every setting is compared with the user's own stock hyp
             for k in [k for k in hyp if isinstance(k, str) and k.startswith("fl_")]:
                 del hyp[k]
             hyp["fl_gamma"] = 0.0
@@ -215,10 +343,15 @@ class Unit:
         hyp["fl_gamma"] = float(self.gamma or 0.0)
         if self.alpha is not None:
             hyp["fl_alpha"] = float(self.alpha)
+        hyp.update(self.extras)
         return hyp
 
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)
+        if self.extras:
+            data["extras"] = [[k, v] for k, v in self.extras]
+        else:  # units of sweeps without --set are stored exactly as before --set existed
+            del data["extras"]
         data["key"] = self.key
         data["setting"] = self.setting
         return data
@@ -231,17 +364,19 @@ class Unit:
             alpha=None if data.get("alpha") is None else float(data["alpha"]),
             seed=int(data["seed"]),
             origin=str(data.get("origin", "grid")),
+            extras=tuple((str(k), v) for k, v in (data.get("extras") or ())),
         )
 
     def describe(self) -> str:
         if self.is_baseline:
             return f"baseline (stock BCE) seed={self.seed}"
-        return f"{self.loss} gamma={fmt_value(self.gamma)} alpha={fmt_value(self.alpha)} seed={self.seed}"
+        extras = _extras_text(self.extras, " ")
+        return f"{self.loss} gamma={fmt_value(self.gamma)} alpha={fmt_value(self.alpha)}{extras} seed={self.seed}"
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Losses x gamma x alpha (grid or sampled) x seeds, plus the baseline."""
+    """Losses x gamma x alpha x --set values (grid or sampled) x seeds, plus the baseline."""
 
     sampler: str
     losses: Tuple[str, ...]
@@ -249,6 +384,7 @@ class SearchSpace:
     alpha: ValueSpec
     seeds: Tuple[int, ...]
     trials: Optional[int] = None  # sampled sweeps: number of sampled settings (each x seeds)
+    extras: Tuple[SetSpec, ...] = ()  # --set KEY=V1,V2,...: one categorical dimension each
 
     @classmethod
     def build(
@@ -260,7 +396,9 @@ class SearchSpace:
         seeds: int,
         trials: Optional[int],
         known_losses: Sequence[str],
+        sets: Any = (),
     ) -> "SearchSpace":
+        """Parse and check the options; ``sets`` are the ``--set KEY=V1,V2,...`` texts."""
         if sampler not in SAMPLERS:
             raise SweepError(f"--sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
         grid = sampler == "grid"
@@ -277,6 +415,7 @@ class SearchSpace:
             alpha=parse_values(alpha, "--alpha", 0.0, 1.0, grid=grid),
             seeds=tuple(range(seeds)),
             trials=None if grid else int(trials),  # type: ignore[arg-type]
+            extras=parse_sets(sets),
         )
         if grid and not space.grid_units():
             raise SweepError("the grid is empty")
@@ -286,25 +425,59 @@ class SearchSpace:
     def is_grid(self) -> bool:
         return self.sampler == "grid"
 
+    def bind_hyp(self, base: Mapping[str, Any], hyp_name: str) -> "SearchSpace":
+        """Check the ``--set`` keys and values against the base hyp; numbers become floats where it has floats.
+
+        A key must be a key of the base hyp or an ``fl_*`` key (a typo such as ``objj`` would
+        otherwise train a whole grid with a key YOLOv5 ignores). Whether ``fl_*`` values are valid
+        is the plugin's hyp validation's call (the engine runs it on every unit).
+        """
+        bound: List[SetSpec] = []
+        for spec in self.extras:
+            if spec.key not in base:
+                if not spec.key.startswith("fl_"):
+                    raise SweepError(f"--set {spec.key}: not a key of {hyp_name} (only its keys and the plugin's fl_* keys can be swept)")
+                bound.append(spec)
+                continue
+            current = base[spec.key]
+            if isinstance(current, (int, float)) and not isinstance(current, bool):
+                values: List[Any] = []
+                for v in spec.values:
+                    if isinstance(v, bool) or not isinstance(v, (int, float)):
+                        raise SweepError(f"--set {spec.key}={fmt_extra(v)}: {spec.key} is a number in {hyp_name} ({current!r}), {v!r} is not")
+                    # keep the hyp file's types: YOLOv5 then sees what the file would give it
+                    # (e.g. torch.tensor([hyp["cls_pw"]]) stays a float tensor)
+                    values.append(float(v) if isinstance(current, float) else v)
+                bound.append(SetSpec(spec.key, tuple(values)))
+            else:
+                bound.append(spec)
+        return replace(self, extras=tuple(bound))
+
+    def extra_combos(self) -> List[Extras]:
+        """Every combination of the ``--set`` values, the last ``--set`` varying fastest (``[()]`` without any)."""
+        keys = [s.key for s in self.extras]
+        return [tuple(zip(keys, combo)) for combo in itertools.product(*(s.values for s in self.extras))]
+
     def baseline_units(self) -> List[Unit]:
         return [Unit(BASELINE, None, None, s, "baseline") for s in self.seeds]
 
-    def _settings(self) -> List[Tuple[str, Optional[float], Optional[float]]]:
-        settings: List[Tuple[str, Optional[float], Optional[float]]] = []
+    def _settings(self) -> List[Tuple[str, Optional[float], Optional[float], Extras]]:
+        settings: List[Tuple[str, Optional[float], Optional[float], Extras]] = []
+        combos = self.extra_combos()
         for loss in self.losses:
-            if loss == "bce":  # gamma and alpha mean nothing to plain BCE: one setting
-                settings.append((loss, 0.0, None))
+            if loss == "bce":  # gamma and alpha mean nothing to plain BCE: one setting (per --set combination)
+                settings += [(loss, 0.0, None, extras) for extras in combos]
                 continue
             for g in self.gamma.grid_values():
                 for a in self.alpha.grid_values():
-                    settings.append((loss, g, a))
+                    settings += [(loss, g, a, extras) for extras in combos]
         return settings
 
     def grid_units(self) -> List[Unit]:
         """Every grid unit, seed-major (all settings with seed 0 first: early reports cover the grid)."""
         if not self.is_grid:
             return []
-        return [Unit(loss, g, a, s, "grid") for s in self.seeds for (loss, g, a) in self._settings()]
+        return [Unit(loss, g, a, s, "grid", extras) for s in self.seeds for (loss, g, a, extras) in self._settings()]
 
     def planned_units(self) -> List[Unit]:
         """Units known before the sweep starts: baseline first, then the grid (sampled: baseline only)."""
@@ -326,17 +499,23 @@ class SearchSpace:
                 return optuna.distributions.CategoricalDistribution(list(spec.values))
             return optuna.distributions.FloatDistribution(spec.low, spec.high, step=spec.step)
 
-        return {
+        out = {
             "fl_loss": optuna.distributions.CategoricalDistribution(list(self.losses)),
             "fl_gamma": dist(self.gamma),
             "fl_alpha": dist(self.alpha),
         }
+        for spec in self.extras:
+            out[spec.key] = optuna.distributions.CategoricalDistribution(list(spec.values))
+        return out
+
+    def _suggest_extras(self, trial: Any) -> Extras:
+        return tuple((spec.key, trial.suggest_categorical(spec.key, list(spec.values))) for spec in self.extras)
 
     def sample_unit(self, trial: Any, seed: int) -> Unit:
         """Ask an Optuna trial for a new setting (sampled sweeps)."""
         loss = trial.suggest_categorical("fl_loss", list(self.losses))
         if loss == "bce":
-            return Unit(loss, 0.0, None, seed, "sampled")
+            return Unit(loss, 0.0, None, seed, "sampled", self._suggest_extras(trial))
 
         def suggest(name: str, spec: ValueSpec) -> float:
             if spec.kind == "list":
@@ -345,32 +524,36 @@ class SearchSpace:
 
         gamma = suggest("fl_gamma", self.gamma)
         alpha = suggest("fl_alpha", self.alpha)
+        extras = self._suggest_extras(trial)
         # store at 6 significant digits, as in the key, so that replicas share the exact setting
-        return Unit(loss, float(fmt_value(gamma)), float(fmt_value(alpha)), seed, "sampled")
+        return Unit(loss, float(fmt_value(gamma)), float(fmt_value(alpha)), seed, "sampled", extras)
 
     def fix_params(self, trial: Any, unit: Unit) -> None:
         """Record an enqueued unit's params on its trial with the study's distributions."""
         if unit.is_baseline:
             return
         trial.suggest_categorical("fl_loss", list(self.losses))
-        if unit.loss == "bce":
-            return
-        for name, spec in (("fl_gamma", self.gamma), ("fl_alpha", self.alpha)):
-            if spec.kind == "list":
-                trial.suggest_categorical(name, list(spec.values))
-            else:
-                trial.suggest_float(name, spec.low, spec.high, step=spec.step)
+        if unit.loss != "bce":
+            for name, spec in (("fl_gamma", self.gamma), ("fl_alpha", self.alpha)):
+                if spec.kind == "list":
+                    trial.suggest_categorical(name, list(spec.values))
+                else:
+                    trial.suggest_float(name, spec.low, spec.high, step=spec.step)
+        self._suggest_extras(trial)
 
     # ------------------------------------------------------------------ storage form
 
     def to_json(self) -> Dict[str, Any]:
-        return {
+        data: Dict[str, Any] = {
             "sampler": self.sampler,
             "losses": list(self.losses),
             "gamma": self.gamma.to_json(),
             "alpha": self.alpha.to_json(),
             "seeds": list(self.seeds),
         }
+        if self.extras:  # absent without --set: studies created before --set compare equal
+            data["set"] = [spec.to_json() for spec in self.extras]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], trials: Optional[int] = None) -> "SearchSpace":
@@ -381,12 +564,14 @@ class SearchSpace:
             alpha=ValueSpec.from_json(data["alpha"]),
             seeds=tuple(int(s) for s in data["seeds"]),
             trials=trials,
+            extras=tuple(SetSpec.from_json(s) for s in data.get("set") or ()),
         )
 
     def describe(self) -> str:
+        sets = "".join(f" {spec.describe()}" for spec in self.extras)
         text = (
             f"sampler={self.sampler} loss={','.join(self.losses)} gamma={self.gamma.describe()} "
-            f"alpha={self.alpha.describe()} seeds={len(self.seeds)}"
+            f"alpha={self.alpha.describe()}{sets} seeds={len(self.seeds)}"
         )
         if not self.is_grid:
             text += f" trials={self.trials}"

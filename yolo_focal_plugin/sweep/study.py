@@ -7,7 +7,7 @@ work on one study. Heartbeats (Optuna's own) let a worker see that another one d
 
 Each trial carries two user attributes written by the sweep:
 
-* ``unit``: what the trial trains (loss, gamma, alpha, seed, key), set when it is queued.
+* ``unit``: what the trial trains (loss, gamma, alpha, ``--set`` values, seed, key), set when it is queued.
 * ``run``:  who ran it and how it ended (host, pid, run dir, outcome, metrics, failure reason).
 
 The study carries ``yolo_focal_sweep``: the search space, training settings and hyp it was
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .space import SearchSpace, SweepError, Unit
+from .space import SearchSpace, SetSpec, SweepError, Unit
 
 __all__ = [
     "PLAN_ATTR",
@@ -196,17 +196,31 @@ def _short(value: Any) -> str:
 
 # informative only: paths may differ between machines (the hyp's contents are compared)
 UNCOMPARED_SETTINGS = ("hyp_file", "runs_dir", "data", "cfg", "weights")
+# search-space entries a plan leaves out when unused (studies made before they existed lack them)
+SPACE_DEFAULTS: Dict[str, Any] = {"set": []}
+
+
+def _sets_text(sets: Any) -> str:
+    """A stored ``set`` list as the options that made it (``--set obj=1,2 --set ...``, or ``no --set``)."""
+    specs = [SetSpec.from_json(s) for s in sets or ()]
+    return " ".join(f"--set {spec.describe()}" for spec in specs) if specs else "no --set"
 
 
 def plan_differences(stored: Plan, new: Plan) -> List[str]:
     """Human-readable differences that make a resume wrong (empty: compatible)."""
     diffs: List[str] = []
     for section, a, b in (("search space", stored.space, new.space), ("training setting", stored.settings, new.settings)):
+        defaults = SPACE_DEFAULTS if section == "search space" else {}
         for key in sorted(set(a) | set(b)):
             if section == "training setting" and key in UNCOMPARED_SETTINGS:
                 continue
-            if a.get(key) != b.get(key):
-                diffs.append(f"{section} '{key}': study has {_short(a.get(key))}, this command has {_short(b.get(key))}")
+            old, now = a.get(key, defaults.get(key)), b.get(key, defaults.get(key))
+            if old != now:
+                if key == "set":  # in the option's own syntax: --set obj=1,2
+                    old, now = _sets_text(old), _sets_text(now)
+                    diffs.append(f"{section} '--set': study has {old}, this command has {now}")
+                    continue
+                diffs.append(f"{section} '{key}': study has {_short(old)}, this command has {_short(now)}")
     if stored.base_hyp != new.base_hyp:
         keys = sorted(k for k in set(stored.base_hyp) | set(new.base_hyp) if stored.base_hyp.get(k) != new.base_hyp.get(k))
         diffs.append(f"hyp differs in {', '.join(map(str, keys))}")
