@@ -369,7 +369,12 @@ def prepare_sweep(config: SweepConfig, create: bool = True) -> Prepared:
     )
     plan.settings["hyp_file"] = str(hyp_path)  # informative; the contents are compared through base_hyp
     plan.settings["runs_dir"] = str(runs_dir)
-    storage = open_storage(storage_url, heartbeat_interval=config.heartbeat, grace_period=config.grace, create_dirs=True)
+    sqlite_file = Path(storage_url[len("sqlite:///"):]) if storage_url.startswith("sqlite:///") else None
+    if not create and sqlite_file is not None and not sqlite_file.exists():
+        storage = None  # a dry run creates nothing, and opening SQLite would create the file
+    else:
+        storage = open_storage(storage_url, heartbeat_interval=config.heartbeat, grace_period=config.grace,
+                               create_dirs=True)
     study = None
     created = False
     if create:
