@@ -153,10 +153,12 @@ def plot_evidence(rows: Sequence[Row], path: Path, title: str = "") -> Path:
     for y, row, colour in zip(ys, rows, colours):
         ax_all.barh(y, mean(row.map50_95), xerr=std(row.map50_95) if len(row.map50_95) > 1 else 0,
                     color=colour, alpha=0.35, capsize=3)
-        ax_all.plot(row.map50_95, [y] * len(row.map50_95), "o", color=colour, markersize=5)
+        diverged = [e is not None for e in row.nan_epochs] or [False] * len(row.map50_95)
+        for value, nan in zip(row.map50_95, diverged):
+            ax_all.plot([value], [y], "x" if nan else "o", color=colour, markersize=7 if nan else 5)
     ax_all.axvline(mean(rows[0].map50_95), color="grey", linestyle="--", linewidth=1)
     ax_all.set_yticks(ys, [r.setting.label for r in rows], fontsize=8)
-    ax_all.set_xlabel("best mAP50-95 (dots: seeds; bar: mean ± std)")
+    ax_all.set_xlabel("best mAP50-95 (dots: seeds, x: loss went NaN; bar: mean ± std)")
     width = 0.8 / max(1, len(rows))
     for k, (row, colour) in enumerate(zip(rows, colours)):
         xs = [c + (k - (len(rows) - 1) / 2) * width for c in range(len(classes))]
