@@ -79,6 +79,20 @@ def test_finished_run_needs_every_epoch_and_the_same_hyp(tmp_path):
     assert not finished_run(run, hyp, DemoSetting("vf", "varifocal", {"obj": 3.0}, base_hyp="hyp.varifocal.yaml"), 2)
 
 
+def test_generated_dataset_is_found_only_when_complete_and_identical(tmp_path):
+    from dataclasses import replace
+
+    from yolo_focal_plugin.synth import generate, generated_dataset
+
+    cfg = replace(TINY, n_train=4, n_val=2)
+    assert generated_dataset(tmp_path, cfg) is None
+    data_yaml = generate(tmp_path, cfg)
+    assert generated_dataset(tmp_path, cfg) == data_yaml
+    assert generated_dataset(tmp_path, replace(cfg, seed=cfg.seed + 1)) is None
+    (tmp_path / "synth.json").unlink()  # what an interrupted generate() leaves behind
+    assert generated_dataset(tmp_path, cfg) is None
+
+
 def test_evidence_plot_is_a_real_png(tmp_path):
     rows = [Row(DemoSetting("bce", "BCE", {}), [0.30, 0.32, 0.34], [0.5] * 3, {"a": [0.6] * 3, "b": [0.1] * 3}),
             Row(DemoSetting("f", "focal", {}), [0.20, 0.22, 0.24], [0.3] * 3, {"a": [0.4] * 3, "b": [0.2] * 3})]

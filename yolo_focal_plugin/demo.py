@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 import yaml
 
 from .hyp import resolve_hyp_path
-from .synth import SynthConfig, generate
+from .synth import SynthConfig, generate, generated_dataset
 
 __all__ = ["DemoSetting", "DEFAULT_SETTINGS", "run_demo", "add_arguments", "run_from_args"]
 
@@ -113,7 +113,8 @@ def run_demo(
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     data_cfg = data_cfg or demo_dataset(img, seed)
-    data = generate(out_dir / "data", data_cfg)
+    # reuse: never rewrite images a finished run (or another process) may still be reading
+    data = (reuse and generated_dataset(out_dir / "data", data_cfg)) or generate(out_dir / "data", data_cfg)
     print(f"dataset: {data} ({data_cfg.n_train} train / {data_cfg.n_val} val images of {data_cfg.img_size} px, "
           f"nc={data_cfg.nc}, rarest class {data_cfg.imbalance:g}x rarer than the most common)", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // parallel))}

@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw
 
-__all__ = ["SynthConfig", "class_probabilities", "generate", "add_arguments", "run_from_args"]
+__all__ = ["SynthConfig", "class_probabilities", "generate", "generated_dataset", "add_arguments", "run_from_args"]
 
 SHAPES = ("rectangle", "ellipse", "triangle", "diamond", "cross", "ring", "bar", "star")
 COLOURS: Tuple[Tuple[int, int, int], ...] = (
@@ -169,6 +169,8 @@ def generate(out_dir: Path, cfg: Optional[SynthConfig] = None) -> Path:
     cfg = cfg or SynthConfig()
     cfg.validate()
     out_dir = Path(out_dir).resolve()
+    # synth.json is written last: while it is missing the directory is not a complete dataset
+    (out_dir / "synth.json").unlink(missing_ok=True)
     probs = class_probabilities(cfg.nc, cfg.imbalance)
     counts: Dict[str, List[int]] = {}
     for split, n, offset in (("train", cfg.n_train, 0), ("val", cfg.n_val, 1_000_003)):
@@ -191,6 +193,20 @@ def generate(out_dir: Path, cfg: Optional[SynthConfig] = None) -> Path:
     with open(out_dir / "synth.json", "w") as f:
         json.dump({"config": asdict(cfg), "class_probabilities": probs.tolist(), "label_counts": counts}, f, indent=2)
     return out_dir / "data.yaml"
+
+
+def generated_dataset(out_dir: Path, cfg: SynthConfig) -> Optional[Path]:
+    """``data.yaml`` of a complete dataset that ``generate(out_dir, cfg)`` already wrote, else None.
+
+    Lets a caller skip rewriting images that other processes may be reading (same config, same bytes).
+    """
+    out_dir = Path(out_dir).resolve()
+    manifest, data_yaml = out_dir / "synth.json", out_dir / "data.yaml"
+    try:
+        written = json.loads(manifest.read_text()).get("config")
+    except (OSError, ValueError):
+        return None
+    return data_yaml if written == asdict(cfg) and data_yaml.is_file() else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
