@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import TINY
-from yolo_focal_plugin.demo import DEFAULT_SETTINGS, DemoSetting, finished_run, run_demo, write_hyp
+from yolo_focal_plugin.demo import DEFAULT_SETTINGS, DemoSetting, finished_run, run_demo, run_demo_seeds, write_hyp
 from yolo_focal_plugin.evidence import (EVIDENCE_DATASETS, EVIDENCE_SETTINGS, Row, first_nan_epoch, plot_evidence,
                                         run_evidence, select_settings, summarise)
 
@@ -118,3 +118,10 @@ def test_demo_trains_each_setting_and_compares(tmp_path):
     run_demo(tmp_path, epochs=1, img=64, batch=8, data_cfg=TINY, settings=changed, parallel=2, reuse=True)
     after = [(d / "results.csv").stat().st_mtime_ns for d in run_dirs]
     assert after[0] == stamps[0] and after[1] != stamps[1]
+    # several seeds share one queue (the evidence's layout: <out>/seed<n>/runs/<setting>)
+    by_seed = run_demo_seeds(tmp_path / "multi", [3, 4], 1, 64, 8, TINY, settings[:1], parallel=2)
+    assert sorted(by_seed) == [3, 4]
+    for seed, dirs in by_seed.items():
+        assert dirs == [tmp_path.resolve() / "multi" / f"seed{seed}" / "runs" / settings[0].name]
+        assert len((dirs[0] / "results.csv").read_text().strip().splitlines()) == 2  # header + 1 epoch
+        assert yaml.safe_load((dirs[0] / "opt.yaml").read_text())["seed"] == seed

@@ -15,14 +15,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
 from .hyp import resolve_hyp_path
 from .synth import SynthConfig, generate, generated_dataset
 
-__all__ = ["DemoSetting", "DEFAULT_SETTINGS", "run_demo", "add_arguments", "run_from_args"]
+__all__ = ["DemoSetting", "DEFAULT_SETTINGS", "run_demo", "run_demo_seeds", "add_arguments", "run_from_args"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,54 @@ def demo_dataset(img: int, seed: int) -> SynthConfig:
                        min_size=max(8, img * 10 // 64), max_size=max(16, img * 26 // 64), seed=100 + seed)
 
 
+def _prepare_jobs(out_dir: Path, epochs: int, batch: int, seed: int, data_cfg: SynthConfig, settings: Sequence[DemoSetting],
+                  reuse: bool) -> Tuple[List[Path], List[Tuple[str, List[str], Path]]]:
+    """Write the dataset and hyps of one seed; return its run directories and the (label, command, log) to train."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # reuse: never rewrite images a finished run (or another process) may still be reading
+    data = (reuse and generated_dataset(out_dir / "data", data_cfg)) or generate(out_dir / "data", data_cfg)
+    print(f"dataset: {data} ({data_cfg.n_train} train / {data_cfg.n_val} val images of {data_cfg.img_size} px, "
+          f"nc={data_cfg.nc}, rarest class {data_cfg.imbalance:g}x rarer than the most common)", flush=True)
+    run_dirs = [out_dir / "runs" / s.name for s in settings]
+    jobs = []
+    for setting, run_dir in zip(settings, run_dirs):
+        label = f"{setting.label} [seed {seed}]"
+        if reuse and finished_run(run_dir, out_dir / f"hyp.{setting.name}.yaml", setting, epochs):
+            print(f"'{label}': finished run found, not retrained ({run_dir})", flush=True)
+            continue
+        cmd = train_command(data, write_hyp(setting, out_dir), out_dir / "runs", setting.name, epochs,
+                            data_cfg.img_size, batch, seed)
+        jobs.append((label, cmd, out_dir / f"{setting.name}.log"))
+    return run_dirs, jobs
+
+
+def _train(jobs: Sequence[Tuple[str, List[str], Path]], epochs: int, parallel: int) -> None:
+    """Run the training commands ``parallel`` at a time (torch threads divided); stop all at the first failure."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // parallel))}
+    pending = list(enumerate(jobs, 1))
+    running: List[tuple] = []
+    start = time.time()
+    while pending or running:
+        while pending and len(running) < parallel:
+            i, (label, cmd, log) = pending.pop(0)
+            print(f"[{i}/{len(jobs)}] training '{label}' for {epochs} epochs (log: {log})", flush=True)
+            handle = open(log, "w")
+            running.append((label, subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env), handle, log))
+        time.sleep(1)
+        for entry in list(running):
+            label, proc, handle, log = entry
+            if proc.poll() is None:
+                continue
+            handle.close()
+            running.remove(entry)
+            if proc.returncode != 0:
+                for _, other, other_handle, _ in running:
+                    other.terminate()
+                    other_handle.close()
+                raise RuntimeError(f"training '{label}' failed (exit {proc.returncode}); see {log}")
+            print(f"      '{label}' done after {time.time() - start:.0f} s", flush=True)
+
+
 def run_demo(
     out_dir: Path,
     epochs: int = 30,
@@ -110,45 +158,32 @@ def run_demo(
     ``reuse``: keep a run that already finished all ``epochs`` with the same hyp (``finished_run``),
     so an interrupted or extended experiment trains only what is missing.
     """
+    return run_demo_seeds(out_dir, [seed], epochs, img, batch, data_cfg or demo_dataset(img, seed), settings, parallel,
+                          reuse, per_seed_dirs=False)[seed]
+
+
+def run_demo_seeds(
+    out_dir: Path,
+    seeds: Sequence[int],
+    epochs: int,
+    img: int,
+    batch: int,
+    data_cfg: SynthConfig,
+    settings: Sequence[DemoSetting],
+    parallel: int = 2,
+    reuse: bool = False,
+    per_seed_dirs: bool = True,
+) -> Dict[int, List[Path]]:
+    """``run_demo`` for several training seeds (same data), all trainings in one queue: with one
+    setting to train per seed, seeds still run side by side. Seed ``n`` lives in ``out_dir/seed<n>``."""
     out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data_cfg = data_cfg or demo_dataset(img, seed)
-    # reuse: never rewrite images a finished run (or another process) may still be reading
-    data = (reuse and generated_dataset(out_dir / "data", data_cfg)) or generate(out_dir / "data", data_cfg)
-    print(f"dataset: {data} ({data_cfg.n_train} train / {data_cfg.n_val} val images of {data_cfg.img_size} px, "
-          f"nc={data_cfg.nc}, rarest class {data_cfg.imbalance:g}x rarer than the most common)", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // parallel))}
-    run_dirs = [out_dir / "runs" / s.name for s in settings]
-    pending = []
-    for i, (setting, run_dir) in enumerate(zip(settings, run_dirs), 1):
-        if reuse and finished_run(run_dir, out_dir / f"hyp.{setting.name}.yaml", setting, epochs):
-            print(f"[{i}/{len(settings)}] '{setting.label}': finished run found, not retrained ({run_dir})", flush=True)
-        else:
-            pending.append((i, setting))
-    running: List[tuple] = []
-    start = time.time()
-    while pending or running:
-        while pending and len(running) < parallel:
-            i, setting = pending.pop(0)
-            log = out_dir / f"{setting.name}.log"
-            print(f"[{i}/{len(settings)}] training '{setting.label}' for {epochs} epochs (log: {log})", flush=True)
-            cmd = train_command(data, write_hyp(setting, out_dir), out_dir / "runs", setting.name, epochs,
-                                data_cfg.img_size, batch, seed)
-            handle = open(log, "w")
-            running.append((setting, subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env), handle, log))
-        time.sleep(1)
-        for entry in list(running):
-            setting, proc, handle, log = entry
-            if proc.poll() is None:
-                continue
-            handle.close()
-            running.remove(entry)
-            if proc.returncode != 0:
-                for _, other, other_handle, _ in running:
-                    other.terminate()
-                    other_handle.close()
-                raise RuntimeError(f"training '{setting.label}' failed (exit {proc.returncode}); see {log}")
-            print(f"      '{setting.label}' done after {time.time() - start:.0f} s", flush=True)
+    run_dirs: Dict[int, List[Path]] = {}
+    jobs: List[Tuple[str, List[str], Path]] = []
+    for seed in seeds:
+        seed_dir = out_dir / f"seed{seed}" if per_seed_dirs else out_dir
+        run_dirs[seed], seed_jobs = _prepare_jobs(seed_dir, epochs, batch, seed, data_cfg, settings, reuse)
+        jobs += seed_jobs
+    _train(jobs, epochs, parallel)
     return run_dirs
 
 

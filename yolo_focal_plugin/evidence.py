@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .compare import _fitness, read_results
-from .demo import DemoSetting, demo_dataset, run_demo
+from .demo import DemoSetting, demo_dataset, run_demo_seeds
 from .synth import SynthConfig
 from .sweep.stats import mean, std, welch
 
@@ -197,10 +197,9 @@ def run_evidence(out_dir: Path, seeds: Sequence[int] = (0, 1, 2), epochs: Option
         raise ValueError(f"--img applies to the longtail64 evidence dataset only; {dataset} is {spec.config.img_size} px")
     out_dir = Path(out_dir)
     rows = [Row(s, [], [], {}) for s in settings]
+    all_run_dirs = run_demo_seeds(out_dir, seeds, epochs, data_cfg.img_size, 32, data_cfg, settings, parallel, reuse)
     for seed in seeds:
-        run_dirs = run_demo(out_dir / f"seed{seed}", epochs=epochs, img=data_cfg.img_size, seed=seed, data_cfg=data_cfg,
-                            settings=settings, parallel=parallel, reuse=reuse)
-        for row, run_dir in zip(rows, run_dirs):
+        for row, run_dir in zip(rows, all_run_dirs[seed]):
             curves = read_results(run_dir)
             best = _best_epoch(curves)
             row.map50_95.append(curves["mAP50-95"][best])
