@@ -35,7 +35,8 @@ EVIDENCE_SETTINGS = (
     DemoSetting("yolov5_focal_gains", "same, obj gain x10 and cls gain x6 (loss scale restored)",
                 {"fl_gamma": 1.5, "obj": 10.0, "cls": 3.0}),
     DemoSetting("varifocal_obj", "varifocal on objectness only (hyp.varifocal.yaml)", {}, base_hyp="hyp.varifocal.yaml"),
-    DemoSetting("focal_hyp", "focal, both branches, obj gain x5 and cls gain x6 (hyp.focal.yaml)", {}, base_hyp="hyp.focal.yaml"),
+    DemoSetting("focal_scaled", "focal, both branches, obj gain x5 and cls gain x6 (hyp.focal-scaled.yaml)", {},
+                base_hyp="hyp.focal-scaled.yaml"),
     # gamma < 1: YOLOv5's own FocalLoss class (registered as fl_loss: yolov5_focal) against the plugin's
     DemoSetting("yolov5_focal_g05_stock", "YOLOv5's own FocalLoss class, gamma 0.5, alpha 0.25 (stock code)",
                 {"fl_loss": "yolov5_focal", "fl_gamma": 0.5, "fl_alpha": 0.25}),
