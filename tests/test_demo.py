@@ -119,7 +119,7 @@ def test_demo_trains_each_setting_and_compares(tmp_path):
     after = [(d / "results.csv").stat().st_mtime_ns for d in run_dirs]
     assert after[0] == stamps[0] and after[1] != stamps[1]
     # several seeds share one queue (the evidence's layout: <out>/seed<n>/runs/<setting>)
-    by_seed = run_demo_seeds(tmp_path / "multi", [3, 4], 1, 64, 8, TINY, settings[:1], parallel=2)
+    by_seed = run_demo_seeds(tmp_path / "multi", [3, 4], 1, 8, TINY, settings[:1], parallel=2)
     assert sorted(by_seed) == [3, 4]
     for seed, dirs in by_seed.items():
         assert dirs == [tmp_path.resolve() / "multi" / f"seed{seed}" / "runs" / settings[0].name]

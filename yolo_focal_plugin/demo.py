@@ -158,7 +158,7 @@ def run_demo(
     ``reuse``: keep a run that already finished all ``epochs`` with the same hyp (``finished_run``),
     so an interrupted or extended experiment trains only what is missing.
     """
-    return run_demo_seeds(out_dir, [seed], epochs, img, batch, data_cfg or demo_dataset(img, seed), settings, parallel,
+    return run_demo_seeds(out_dir, [seed], epochs, batch, data_cfg or demo_dataset(img, seed), settings, parallel,
                           reuse, per_seed_dirs=False)[seed]
 
 
@@ -166,7 +166,6 @@ def run_demo_seeds(
     out_dir: Path,
     seeds: Sequence[int],
     epochs: int,
-    img: int,
     batch: int,
     data_cfg: SynthConfig,
     settings: Sequence[DemoSetting],
@@ -174,8 +173,9 @@ def run_demo_seeds(
     reuse: bool = False,
     per_seed_dirs: bool = True,
 ) -> Dict[int, List[Path]]:
-    """``run_demo`` for several training seeds (same data), all trainings in one queue: with one
-    setting to train per seed, seeds still run side by side. Seed ``n`` lives in ``out_dir/seed<n>``."""
+    """``run_demo`` for several training seeds (same data, at ``data_cfg.img_size``), all trainings in one
+    queue: with one setting to train per seed, seeds still run side by side. Seed ``n`` lives in
+    ``out_dir/seed<n>``."""
     out_dir = Path(out_dir).resolve()
     run_dirs: Dict[int, List[Path]] = {}
     jobs: List[Tuple[str, List[str], Path]] = []
@@ -224,8 +224,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         settings = select_settings(args.settings)
         for name in datasets:
             print(f"## {name}: {EVIDENCE_DATASETS[name].description}\n")
-            print(run_evidence(Path(args.out) / "evidence" / name, seeds=seeds, epochs=args.epochs,
-                               img=args.img,
+            print(run_evidence(Path(args.out) / "evidence" / name, seeds=seeds, epochs=args.epochs, img=args.img,
                                settings=settings, parallel=args.parallel, dataset=name))
         return 0
     if args.sweep:

@@ -198,7 +198,7 @@ def run_evidence(out_dir: Path, seeds: Sequence[int] = (0, 1, 2), epochs: Option
         raise ValueError(f"--img applies to the longtail64 evidence dataset only; {dataset} is {spec.config.img_size} px")
     out_dir = Path(out_dir)
     rows = [Row(s, [], [], {}) for s in settings]
-    all_run_dirs = run_demo_seeds(out_dir, seeds, epochs, data_cfg.img_size, 32, data_cfg, settings, parallel, reuse)
+    all_run_dirs = run_demo_seeds(out_dir, seeds, epochs, 32, data_cfg, settings, parallel, reuse)
     for seed in seeds:
         for row, run_dir in zip(rows, all_run_dirs[seed]):
             curves = read_results(run_dir)
