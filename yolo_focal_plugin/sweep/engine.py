@@ -44,6 +44,7 @@ from .study import (
     open_storage,
     quiet_optuna,
     redact_url,
+    sqlite_path,
     trial_run,
     trial_unit,
     unit_statuses,
@@ -369,7 +370,7 @@ def prepare_sweep(config: SweepConfig, create: bool = True) -> Prepared:
     )
     plan.settings["hyp_file"] = str(hyp_path)  # informative; the contents are compared through base_hyp
     plan.settings["runs_dir"] = str(runs_dir)
-    sqlite_file = Path(storage_url[len("sqlite:///"):]) if storage_url.startswith("sqlite:///") else None
+    sqlite_file = sqlite_path(storage_url)
     if not create and sqlite_file is not None and not sqlite_file.exists():
         storage = None  # a dry run creates nothing, and opening SQLite would create the file
     else:
