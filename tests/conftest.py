@@ -69,3 +69,46 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
             reporter.write_line(f"CI: skipped test counts as a failure: {report.nodeid}: {reason}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --------------------------------------------------------------------------- upstream clones
+
+# Unmodified `git archive` snapshots of ultralytics/yolov5 (../shared/upstream/README.md); each unpacks to yolov5/.
+UPSTREAM_ENV = "YOLO_FOCAL_UPSTREAM_DIR"
+UPSTREAM_SNAPSHOTS = {
+    "v7.0": "ultralytics-yolov5-v7.0.tar.gz",
+    "newest": "ultralytics-yolov5-5081342.tar.gz",
+}
+
+
+def upstream_dir() -> Path:
+    return Path(os.environ.get(UPSTREAM_ENV) or REPO.parent / "shared" / "upstream")
+
+
+def extract_clone(which: str, destination: Path) -> Path:
+    """Unpack the ``which`` snapshot under ``destination``; returns the clone's root (``.../yolov5``).
+
+    Skips (a failure in CI, see pytest_sessionfinish) when the snapshot is not there.
+    """
+    import tarfile
+
+    archive = upstream_dir() / UPSTREAM_SNAPSHOTS[which]
+    if not archive.is_file():
+        pytest.skip(f"upstream snapshot {archive} not found (set {UPSTREAM_ENV} to the folder holding it)")
+    with tarfile.open(archive) as tar:
+        tar.extractall(destination, filter="data")
+    root = destination / "yolov5"
+    assert (root / "train.py").is_file(), f"{archive} did not unpack to yolov5/train.py"
+    return root
+
+
+@pytest.fixture(scope="session")
+def clone_v70(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pristine clone of ultralytics/yolov5 at tag v7.0 (shared by the session: copy it before editing)."""
+    return extract_clone("v7.0", tmp_path_factory.mktemp("clone_v70"))
+
+
+@pytest.fixture(scope="session")
+def clone_newest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pristine clone of ultralytics/yolov5 at the newest snapshot (shared: copy it before editing)."""
+    return extract_clone("newest", tmp_path_factory.mktemp("clone_newest"))
