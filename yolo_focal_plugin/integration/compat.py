@@ -1,6 +1,7 @@
-"""Offline and current-stack shims for the pinned ``yolov5==7.0.14``.
+"""Offline and current-stack shims for the pinned ``yolov5==7.0.14`` and for clones of ultralytics/yolov5.
 
-Each shim is feature-detected (applied only when the fault it fixes is present), recorded in the
+Each shim is feature-detected (applied only when the fault it fixes is present: the library
+lacks the old API *and* the module's own source still uses it), recorded in the
 :data:`~.patching.LEDGER` so it can be undone, and listed in :data:`APPLIED` for the run log.
 References are to ``../shared/YOLOV5-AUDIT.md``.
 """
@@ -24,7 +25,22 @@ OFFLINE_ENV = {
     "YOLO_OFFLINE": "1",
     "ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS": "1",
     "YOLO_AUTOINSTALL": "false",
+    "YOLOv5_AUTOINSTALL": "false",  # a v7.0 clone's check_requirements would try `pip install` otherwise
 }
+
+
+def source_calls(source: Any, text: str) -> bool:
+    """True if the source of ``source`` (a module or a file path) contains ``text``.
+
+    How a shim tells that the code it would fix still uses the removed API (upstream clones
+    fixed some of them, e.g. ``np.trapz`` and ``getsize``, in later commits).
+    """
+    try:
+        if isinstance(source, types.ModuleType):
+            return text in inspect.getsource(source)
+        return text in Path(source).read_text(encoding="utf-8", errors="ignore")
+    except (OSError, TypeError):
+        return True  # cannot tell: keep the shim, which is harmless where the API is unused
 
 
 def _note(text: str) -> None:
@@ -145,7 +161,7 @@ def numpy_with_trapz(np: types.ModuleType) -> types.ModuleType:
     """
     if hasattr(np, "trapz") or not hasattr(np, "trapezoid"):
         return np
-    _note("numpy 2: np.trapz aliased to np.trapezoid inside yolov5.utils.metrics")
+    _note("numpy 2: np.trapz aliased to np.trapezoid inside YOLOv5's utils.metrics")
     return _NumpyWithTrapz(np)
 
 
@@ -154,6 +170,8 @@ def patch_numpy_trapz(metrics: types.ModuleType) -> None:
 
     Only ``yolov5.utils.metrics`` sees the alias: the user's numpy is left as it is.
     """
+    if not hasattr(metrics, "np") or not source_calls(metrics, "np.trapz("):
+        return
     np = numpy_with_trapz(metrics.np)
     if np is not metrics.np:
         LEDGER.set(metrics, "np", np, "yolov5.utils.metrics.np (trapz alias)")
@@ -167,7 +185,8 @@ def _getsize(self: Any, text: str, *args: Any, **kwargs: Any) -> tuple:
 
 def patch_pillow_getsize(plots: types.ModuleType) -> None:
     """Audit 4: Pillow >= 10 removed ``getsize``; yolov5 silently drops the batch images."""
-    restore_pillow_getsize()
+    if source_calls(plots, ".getsize("):
+        restore_pillow_getsize()
 
 
 def restore_pillow_getsize() -> None:

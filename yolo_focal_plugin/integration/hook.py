@@ -5,6 +5,10 @@ Registered from the ``.pth`` start-up file, so it reaches every process that imp
 ``yolov5 val`` and sweep subprocesses. Importing this module is cheap (stdlib only); the patch
 code is imported the first time a yolov5 module loads.
 
+Two layouts are watched: the pip package (``yolov5.*``, :data:`WATCHED`) and a git clone of
+ultralytics/yolov5 (top-level ``utils.*`` / ``models.*``, :data:`CLONE_WATCHED`), whose
+modules are wrapped only when the folder they come from has a clone's shape (``clone.py``).
+
 A hook must never import another yolov5 module: yolov5's circular star-imports break when a
 module is imported from inside another one's post-load hook (seen with ``yolov5.models.yolo``).
 """
@@ -15,6 +19,19 @@ import importlib.machinery
 import sys
 import threading
 from typing import Any, Optional
+
+# The same modules in a git clone of ultralytics/yolov5 (names relative to the clone's root), plus
+# the seam that prepares a ``python train.py`` run (``utils.torch_utils.select_device``).
+CLONE_WATCHED = (
+    "utils.general",
+    "utils.downloads",
+    "utils.metrics",
+    "utils.plots",
+    "utils.torch_utils",
+    "utils.loss",
+    "utils.segment.loss",
+    "models.yolo",
+)
 
 # Modules whose import triggers a patch; the functions live in ``yolov5_hooks`` (imported lazily).
 WATCHED = (
@@ -31,6 +48,13 @@ WATCHED = (
 )
 
 _lock = threading.RLock()
+
+
+def _is_clone_module(fullname: str, spec: importlib.machinery.ModuleSpec) -> bool:
+    from .clone import clone_root_of, looks_like_clone
+
+    root = clone_root_of(fullname, spec.origin)
+    return root is not None and looks_like_clone(root)
 
 
 class _PostImportLoader(importlib.abc.Loader):
@@ -68,7 +92,7 @@ class YoloFocalFinder(importlib.abc.MetaPathFinder):
     """Finds watched modules through the other finders and wraps their loaders."""
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Optional[importlib.machinery.ModuleSpec]:
-        if fullname not in WATCHED:
+        if fullname not in WATCHED and fullname not in CLONE_WATCHED:
             return None
         for finder in sys.meta_path:
             if finder is self or isinstance(finder, YoloFocalFinder):
@@ -81,6 +105,8 @@ class YoloFocalFinder(importlib.abc.MetaPathFinder):
                 break
         else:
             return None
+        if fullname in CLONE_WATCHED and not _is_clone_module(fullname, spec):
+            return None  # another project's top-level `utils` / `models`: never touched
         if spec.loader is not None and not isinstance(spec.loader, _PostImportLoader):
             spec.loader = _PostImportLoader(spec.loader, fullname)
         return spec

@@ -3,6 +3,12 @@
 The only place, together with the modules it calls, where the plugin touches yolov5. Each
 function patches just the module it is given: importing another yolov5 module from here breaks
 yolov5's circular star-imports.
+
+Two layouts, one integration: the pip package ``yolov5==7.0.14`` (recognised by its version) and
+a git clone of ultralytics/yolov5 (recognised by its shape, ``clone.py``; ``python train.py``
+runs as ``__main__``, so the run is prepared at the one call every clone's ``main(opt)`` makes
+before the run directory exists: ``select_device``). Both end in the same ``before_train`` and
+the same ``ComputeLoss`` patch.
 """
 from __future__ import annotations
 
@@ -14,20 +20,24 @@ import sys
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from ..hyp import FocalHyp, HypError, parse_focal_hyp
 from . import compat
+from .hook import CLONE_WATCHED
 from .patching import LEDGER
 
 SUPPORTED_YOLOV5_VERSIONS = ("7.0.14",)
 FORCE_ENV = "YOLO_FOCAL_FORCE"
-LOGGER = logging.getLogger("yolov5")  # yolov5's own logger: our lines land in the same run log
 SETUP_FILE = "focal_setup.yaml"
 
 
 class UnsupportedYolov5Version(RuntimeError):
     """The imported yolov5 is not a version the patches were verified against."""
+
+
+class UnrecognisedComputeLoss(RuntimeError):
+    """A clone's ``ComputeLoss`` lacks the shape the plugin patches, while the hyp asks for the plugin."""
 
 
 @dataclass
@@ -40,9 +50,18 @@ class PluginState:
     clock: Any = None
     announced: bool = False
     source_patched: Optional[str] = None  # yolov5 directory patched from patches/: the hook stands aside
+    layout: Optional[str] = None  # "pip package" or "clone"
+    clone_root: Optional[Path] = None
+    logger: Optional[logging.Logger] = None  # yolov5's own (the ultralytics one in newer clones)
+    unrecognised_loss: Dict[str, List[str]] = field(default_factory=dict)  # file -> what did not match
 
 
 STATE = PluginState()
+
+
+def _logger() -> logging.Logger:
+    """YOLOv5's own logger, so the plugin's lines land in the same run log."""
+    return STATE.logger or logging.getLogger("yolov5")
 
 
 def _truthy(value: Optional[str]) -> bool:
@@ -83,11 +102,16 @@ def source_patched_dir(package_init: Optional[str]) -> Optional[Path]:
     if not package_init:
         return None
     root = Path(package_init).parent
+    return root if source_patched_root(root) else None
+
+
+def source_patched_root(root: Path) -> bool:
+    """True if ``root/utils/loss.py`` (a pip package's or a clone's) carries the patches' marker."""
     try:
         text = (root / "utils" / "loss.py").read_text(encoding="utf-8", errors="ignore")
     except OSError:
-        return None
-    return root if SOURCE_PATCH_MARKER.search(text) else None
+        return False
+    return SOURCE_PATCH_MARKER.search(text) is not None
 
 
 def stand_aside_if_source_patched(package_init: Optional[str]) -> bool:
@@ -104,8 +128,13 @@ def stand_aside_if_source_patched(package_init: Optional[str]) -> bool:
 
 
 def before_exec(fullname: str, module: types.ModuleType) -> None:
+    if fullname in CLONE_WATCHED:
+        _decide_for_clone(fullname, module)
+        return
     if fullname != "yolov5" or STATE.enabled is not None:
         return
+    STATE.layout = "pip package"
+    _say_which_yolov5_runs(getattr(module, "__file__", None))
     STATE.version = read_yolov5_version(getattr(module, "__file__", None))
     if stand_aside_if_source_patched(getattr(module, "__file__", None)):
         return  # the patched source calls the plugin itself (and sets the offline environment)
@@ -119,10 +148,43 @@ def before_exec(fullname: str, module: types.ModuleType) -> None:
     compat.set_offline_environment()
 
 
+def _decide_for_clone(fullname: str, module: types.ModuleType) -> None:
+    """First module of a clone (the hook checked its shape): patch this clone, or stand aside."""
+    if STATE.enabled is not None:
+        return
+    from .clone import clone_root_of
+
+    root = clone_root_of(fullname, getattr(module, "__file__", None))
+    if root is None:
+        return
+    STATE.layout, STATE.clone_root = "clone", root
+    if source_patched_root(root):
+        STATE.source_patched = str(root)
+        STATE.enabled = False  # its patched source calls the plugin itself
+        return
+    STATE.enabled = True
+    compat.set_offline_environment()
+
+
+def _say_which_yolov5_runs(package_file: Optional[str]) -> None:
+    """The look-alike trap: a clone named ``yolov5/`` beside the pip package that Python imports."""
+    from .clone import shadowing_clone
+
+    clone = shadowing_clone(package_file, sys.path)
+    if clone is not None:
+        print(
+            f"yolo-focal-plugin: `yolov5` is the pip package at {Path(package_file).parent}, NOT the clone at "
+            f"{clone}: this process trains the pip package. To train the clone, run `python train.py ...` "
+            "inside it.",
+            file=sys.stderr,
+        )
+
+
 def after_exec(fullname: str, module: types.ModuleType) -> None:
     if not STATE.enabled or fullname in STATE.applied:
         return
-    action = AFTER_EXEC.get(fullname)
+    table = CLONE_AFTER_EXEC if STATE.layout == "clone" else AFTER_EXEC
+    action = table.get(fullname)
     if action is None:
         return
     STATE.applied.add(fullname)
@@ -177,12 +239,12 @@ def after_exec_main(fullname: str, namespace: Dict[str, Any]) -> None:
 
 def _log_setup(cfg: FocalHyp, description: str, nc: int) -> None:
     shims = "; ".join(compat.APPLIED) or "none needed"
-    LOGGER.info(f"yolo-focal-plugin: {cfg.describe()} | {description}")
+    _logger().info(f"yolo-focal-plugin: {cfg.describe()} | {description}")
     if not STATE.announced:
         if STATE.source_patched:
-            LOGGER.info(f"yolo-focal-plugin: yolov5 at {STATE.source_patched} is source-patched "
+            _logger().info(f"yolo-focal-plugin: yolov5 at {STATE.source_patched} is source-patched "
                         "(YOLO_FOCAL_PATCHED); the start-up hook stands aside")
-        LOGGER.info(f"yolo-focal-plugin: compatibility shims: {shims}")
+        _logger().info(f"yolo-focal-plugin: compatibility shims: {shims}")
         STATE.announced = True
     if STATE.save_dir is not None and not STATE.evolve:
         import yaml
@@ -190,6 +252,8 @@ def _log_setup(cfg: FocalHyp, description: str, nc: int) -> None:
         record = {
             "plugin": "yolo-focal-plugin",
             "yolov5_version": STATE.version,
+            "yolov5_layout": STATE.layout,
+            "yolov5_root": str(STATE.clone_root) if STATE.clone_root else None,
             "stock": cfg.is_stock,
             "setting": cfg.describe(),
             "criteria": description,
@@ -295,16 +359,27 @@ def _load_hyp(hyp: Any) -> Dict[str, Any]:
         return yaml.safe_load(f) or {}
 
 
-def before_train(hyp: Any, opt: Any, callbacks: Any) -> None:
+def before_train(hyp: Any, opt: Any, callbacks: Any, epoch_callbacks: bool = True) -> None:
     """Runs before yolov5's ``train()`` body: validate the fl_* keys before the run directory exists,
-    remember where the run writes, and advance the epoch clock that drives ``fl_gamma_warmup``."""
-    parse_focal_hyp(_load_hyp(hyp), nc=_dataset_nc(opt))
+    remember where the run writes, and advance the epoch clock that drives ``fl_gamma_warmup``.
+
+    ``epoch_callbacks`` is False for scripts whose train loop never runs ``on_train_epoch_end``
+    (YOLOv5's segmentation ``train()``): a gamma warm-up could not advance there.
+    """
+    cfg = parse_focal_hyp(_load_hyp(hyp), nc=_dataset_nc(opt))
+    if cfg.gamma_warmup > 0 and (callbacks is None or not epoch_callbacks):
+        raise HypError(
+            f"hyp key 'fl_gamma_warmup' has value {cfg.gamma_warmup:g}, but this YOLOv5 training script runs no "
+            "epoch callbacks (segmentation train()), so gamma would never ramp up; remove the key or set it to 0"
+        )
     from .criteria import EpochClock
 
     STATE.save_dir = Path(opt.save_dir) if getattr(opt, "save_dir", None) else None
     STATE.evolve = bool(getattr(opt, "evolve", False))
     STATE.clock = EpochClock()
     clock = STATE.clock
+    if callbacks is None:
+        return
 
     def advance(*args: Any, epoch: int = 0, **kwargs: Any) -> None:
         clock.epoch = int(epoch) + 1
@@ -312,17 +387,127 @@ def before_train(hyp: Any, opt: Any, callbacks: Any) -> None:
     callbacks.register_action("on_train_epoch_end", name="yolo_focal_epoch_clock", callback=advance)
 
 
-def wrap_train(train_module: types.ModuleType, fix_map50s: bool) -> None:
+def wrap_train(train_module: types.ModuleType, fix_map50s: bool, epoch_callbacks: bool = True) -> None:
     inner: Callable[..., Any] = compat.recompile_train_with_map50s(train_module) if fix_map50s else train_module.train
     original = train_module.train
 
     @functools.wraps(original)
     def train(hyp: Any, opt: Any, device: Any, callbacks: Any) -> Any:
-        before_train(hyp, opt, callbacks)
+        before_train(hyp, opt, callbacks, epoch_callbacks=epoch_callbacks)
         return inner(hyp, opt, device, callbacks)
 
     train._yolo_focal_inner = inner  # type: ignore[attr-defined]
     LEDGER.set(train_module, "train", train, f"{train_module.__name__}.train")
+
+
+
+# --------------------------------------------------------------------------- clones of ultralytics/yolov5
+
+
+def asks_for_plugin(hyp: Dict[str, Any]) -> List[str]:
+    """The hyp's keys that only the plugin understands: every ``fl_*`` key but a plain ``fl_gamma``.
+
+    YOLOv5's own ``ComputeLoss`` reads ``fl_gamma`` and ignores the rest, so these are the keys
+    that would silently do nothing if the plugin were not in charge of the loss. Case-insensitive,
+    so that a mistyped ``FL_ALPHA`` counts too.
+    """
+    return [k for k in hyp if isinstance(k, str) and k.lower().startswith("fl_") and k != "fl_gamma"]
+
+
+def _refuse_unrecognised_loss(hyp: Dict[str, Any]) -> None:
+    keys = asks_for_plugin(hyp)
+    if not keys or not STATE.unrecognised_loss:
+        return
+    where = "; ".join(f"{file}: {', '.join(missing)} not found" for file, missing in STATE.unrecognised_loss.items())
+    raise UnrecognisedComputeLoss(
+        f"yolo-focal-plugin: the hyp sets {', '.join(keys)}, but this YOLOv5's ComputeLoss does not have the shape "
+        f"the plugin patches ({where}), so the run would not use the loss its hyp names. Update the clone or the "
+        f"plugin, train with a hyp that has only fl_gamma (YOLOv5's own FocalLoss), or set {FORCE_ENV}=1 to patch "
+        "anyway at your own risk."
+    )
+
+
+def prepare_clone_run(frame: Any) -> None:
+    """Called from the clone's ``select_device`` with its caller's frame: prepare a ``python train.py`` run.
+
+    In a clone ``train.py`` runs as ``__main__``, so its ``train()`` cannot be wrapped at import.
+    Every clone's ``main(opt)`` selects the device after it has resolved ``opt.hyp`` and
+    ``opt.save_dir`` and before ``train()`` makes the run directory: the same checks as
+    :func:`before_train` happen there, in every DDP rank too.
+    """
+    from .clone import is_segment_script, train_main_frame
+
+    if STATE.clone_root is None:
+        return
+    main = train_main_frame(frame, STATE.clone_root)
+    if main is None:
+        return  # val.py, detect.py, a user's script: nothing to prepare
+    opt = main.f_locals["opt"]
+    hyp = _load_hyp(opt.hyp)
+    _refuse_unrecognised_loss(hyp)
+    if getattr(opt, "evolve", False) and asks_for_plugin(hyp):
+        from .evolve import SWEEP_HINT, EvolveUnsupported
+
+        raise EvolveUnsupported(
+            f"--evolve in a clone of ultralytics/yolov5 cannot mutate the plugin's keys "
+            f"({', '.join(asks_for_plugin(hyp))}): its evolve table knows only YOLOv5's keys and would fail in "
+            f"generation 1 or 2; {SWEEP_HINT}"
+        )
+    before_train(hyp, opt, main.f_locals.get("callbacks"), epoch_callbacks=not is_segment_script(main))
+
+
+def patch_select_device(torch_utils: types.ModuleType) -> None:
+    """The seam of :func:`prepare_clone_run` (``train.py`` binds the name by from-import after this)."""
+    original = torch_utils.select_device
+
+    @functools.wraps(original)
+    def select_device(*args: Any, **kwargs: Any) -> Any:
+        prepare_clone_run(sys._getframe(1))
+        return original(*args, **kwargs)
+
+    LEDGER.set(torch_utils, "select_device", select_device, f"{torch_utils.__name__}.select_device (run preparation)")
+
+
+def _clone_compute_loss(loss_module: types.ModuleType) -> None:
+    """Patch a clone's ``ComputeLoss`` when it has the expected shape; otherwise guard it (never silent)."""
+    from .clone import compute_loss_mismatches
+
+    missing = compute_loss_mismatches(loss_module.ComputeLoss)
+    if not missing:
+        patch_compute_loss(loss_module)
+        return
+    if _truthy(os.environ.get(FORCE_ENV)):
+        print(f"WARNING: yolo-focal-plugin: {loss_module.__file__}: ComputeLoss does not match "
+              f"({', '.join(missing)}); {FORCE_ENV} is set: patching anyway", file=sys.stderr)
+        patch_compute_loss(loss_module)
+        return
+    STATE.unrecognised_loss[str(loss_module.__file__)] = missing
+    cls = loss_module.ComputeLoss
+    original_init = cls.__dict__["__init__"]
+
+    @functools.wraps(original_init)
+    def __init__(self: Any, model: Any, *args: Any, **kwargs: Any) -> None:
+        _refuse_unrecognised_loss(model.hyp)  # reached by scripts that skip the select_device seam
+        original_init(self, model, *args, **kwargs)
+
+    LEDGER.set(cls, "__init__", __init__, f"{loss_module.__name__}.ComputeLoss.__init__ (guard)")
+
+
+def _clone_general(module: types.ModuleType) -> None:
+    STATE.logger = getattr(module, "LOGGER", None) or STATE.logger
+    _general(module)
+
+
+def _clone_downloads(module: types.ModuleType) -> None:
+    if hasattr(module, "attempt_download_from_hub"):  # the pip fork's Hugging Face look-up; upstream has none
+        compat.patch_hub_download(module)
+
+
+def _clone_models_yolo(module: types.ModuleType) -> None:
+    # v7.0 loads checkpoints with a bare torch.load (weights_only=True on torch >= 2.6); newer clones
+    # load through ultralytics' torch_load and need no allow-list
+    if compat.source_calls(STATE.clone_root / "models" / "experimental.py", "torch.load("):
+        _models_yolo(module)
 
 
 # --------------------------------------------------------------------------- table
@@ -342,7 +527,7 @@ def _detect_train(module: types.ModuleType) -> None:
 
 def _segment_train(module: types.ModuleType) -> None:
     compat.patch_segment_run_cli(module)
-    wrap_train(module, fix_map50s=False)
+    wrap_train(module, fix_map50s=False, epoch_callbacks=False)
 
 
 def _models_yolo(module: types.ModuleType) -> None:
@@ -361,4 +546,15 @@ AFTER_EXEC: Dict[str, Callable[[types.ModuleType], None]] = {
     "yolov5.models.yolo": _models_yolo,
     "yolov5.train": _detect_train,
     "yolov5.segment.train": _segment_train,
+}
+
+CLONE_AFTER_EXEC: Dict[str, Callable[[types.ModuleType], None]] = {
+    "utils.general": _clone_general,
+    "utils.downloads": _clone_downloads,
+    "utils.metrics": compat.patch_numpy_trapz,
+    "utils.plots": compat.patch_pillow_getsize,
+    "utils.torch_utils": patch_select_device,
+    "utils.loss": _clone_compute_loss,
+    "utils.segment.loss": _clone_compute_loss,
+    "models.yolo": _clone_models_yolo,
 }
