@@ -92,8 +92,13 @@ def compute_loss_mismatches(cls: type) -> List[str]:
         call = inspect.getsource(cls.__call__)
     except (OSError, TypeError) as exc:
         return [f"source not readable ({exc})"]
-    missing = [what for pattern, what in _INIT_SHAPE if not re.search(pattern, init)]
-    missing += [what for pattern, what in _CALL_SHAPE if not re.search(pattern, call)]
+    return source_mismatches(init, call)
+
+
+def source_mismatches(init_source: str, call_source: str) -> List[str]:
+    """:func:`compute_loss_mismatches` on the source text of ``__init__`` and ``__call__``."""
+    missing = [what for pattern, what in _INIT_SHAPE if not re.search(pattern, init_source)]
+    missing += [what for pattern, what in _CALL_SHAPE if not re.search(pattern, call_source)]
     return missing
 
 
