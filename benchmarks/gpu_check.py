@@ -503,7 +503,7 @@ class Plan:
 
 def make_plan(small: bool) -> Plan:
     if small:
-        return Plan(True, 80 * 48, [("obj (tiny)", 80 * 250), ("cls (tiny)", 80 * 50)], 1, 3, 64, 2, 1, 2)
+        return Plan(True, 80 * 32, [("obj (tiny)", 80 * 250), ("cls (tiny)", 80 * 50)], 1, 3, 64, 2, 1, 1)
     return Plan(False, 80 * 4096, [("obj 640px b64", OBJ_640_B64), ("cls 640px b64", CLS_640_B64),
                                    ("16M", 16_000_000), ("64M", 64_000_000)], 10, 50, 640, 64, 3, 20)
 
