@@ -333,6 +333,8 @@ def run_speed(device: torch.device, sizes: Sequence[Tuple[str, int]], warmup: in
     modes: List[Tuple[str, torch.dtype, Optional[torch.dtype]]] = [("float32", torch.float32, None)]
     if amp is not None:
         modes.append((f"autocast {str(amp).replace('torch.', '')}", amp, amp))
+    if device.type == "cpu":
+        bench_losses._mmap_large_blocks()  # so that peak RSS follows live tensors
     rows: List[Dict[str, object]] = []
     for label, n in sizes:
         for mode, dtype, cast in modes:
