@@ -31,7 +31,8 @@ Numerics (the reason this module exists):
   element), keeps only the gradient (1 N) and never materialises the element-wise loss unless
   ``reduction='none'``.
 * float16 / bfloat16 inputs are computed in float32 chunk by chunk; the loss and the gradient are
-  returned in the input dtype. float64 stays float64.
+  returned in the input dtype (float32 under autocast, as autocast returns for BCE). float64 stays
+  float64. The saved gradient stays float32 until backward has scaled it by the upstream gradient.
 * ``reduction='mean'`` over zero elements returns 0 (not NaN) with a zero gradient.
 
 Gradients with respect to the logits come from the fused kernel. When the target, ``weight``,
@@ -90,6 +91,21 @@ def set_chunk_size(cpu: Optional[int] = None, accelerator: Optional[int] = None)
     _CPU_CHUNK = cpu or _CPU_CHUNK
     _ACCEL_CHUNK = accelerator or _ACCEL_CHUNK
     return previous
+
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _out_dtype(x: Tensor) -> torch.dtype:
+    """dtype of the returned loss: float32 for a half input under autocast, else the input's dtype.
+
+    Autocast runs ``binary_cross_entropy_with_logits`` and ``cross_entropy`` in float32 and returns
+    float32; YOLOv5's AMP loop relies on that. A float16 loss would receive GradScaler's upstream
+    gradient (65536 x batch size x gains) in float16, where it overflows to inf on every step.
+    """
+    if x.dtype in _HALF and torch.is_autocast_enabled(x.device.type):
+        return torch.float32
+    return x.dtype
 
 
 # --------------------------------------------------------------------------------------------------
@@ -494,8 +510,12 @@ def _fused_forward(
     rows = x2.shape[0]
     step = max(1, min(chunk, max(n, 1)) // width)
     count = -(-rows // step)
-    loss_out = torch.empty_like(x2) if spec.reduction == "none" else None
-    grad = torch.empty_like(x2) if need_grad else None
+    out_dtype = _out_dtype(x)
+    loss_out = torch.empty_like(x2, dtype=out_dtype) if spec.reduction == "none" else None
+    # The gradient stays in the compute dtype until backward has scaled it by the upstream gradient:
+    # stored in float16 at unit upstream, a 'mean' gradient (~1/N per element) underflows to 0
+    # before GradScaler's scale can reach it.
+    grad = torch.empty_like(x2, dtype=ctype) if need_grad else None
     cast = x.dtype != ctype or t.dtype != ctype
 
     def run(i: int, scratch: _Scratch) -> Optional[Tensor]:
@@ -527,9 +547,9 @@ def _fused_forward(
     if loss_out is not None:
         loss = loss_out.view(shape)
     elif partial:
-        loss = torch.stack(partial).to(torch.float64).sum().to(x.dtype)  # type: ignore[arg-type]
+        loss = torch.stack(partial).to(torch.float64).sum().to(out_dtype)  # type: ignore[arg-type]
     else:
-        loss = torch.zeros((), dtype=x.dtype, device=x.device)
+        loss = torch.zeros((), dtype=out_dtype, device=x.device)
     return loss, (None if grad is None else grad.view(shape))
 
 
@@ -547,6 +567,7 @@ class _FusedSigmoidLoss(torch.autograd.Function):
         loss, grad = _fused_forward(x, t, spec, alpha, pos_weight, weight, need_grad)
         ctx.spec = spec
         ctx.grad = grad
+        ctx.in_dtype = x.dtype
         if need_grad:
             ctx.save_for_backward(x, t, alpha, pos_weight, weight)
         return loss
@@ -559,8 +580,8 @@ class _FusedSigmoidLoss(torch.autograd.Function):
         if grad is None:  # retain_graph and a second backward: recompute
             x, t, alpha, pos_weight, weight = ctx.saved_tensors
             _, grad = _fused_forward(x, t, ctx.spec, alpha, pos_weight, weight, True)
-        grad.mul_(grad_out)
-        return grad, None, None, None, None, None
+        grad.mul_(grad_out)  # in the compute dtype; only the scaled gradient is rounded to the input's
+        return grad.to(ctx.in_dtype), None, None, None, None, None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -639,7 +660,7 @@ def _composite(
         elementwise = F.binary_cross_entropy_with_logits(xc, tc, weight=w, pos_weight=pw, reduction="none")
     a = None if alpha is None else alpha.to(device=x.device, dtype=ctype)
     loss = elementwise.to(ctype) * _composite_weight(kind, xc, tc, gamma, a)
-    return _reduce(loss, reduction).to(x.dtype)
+    return _reduce(loss, reduction).to(_out_dtype(x))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -715,7 +736,8 @@ def sigmoid_focal_loss(
             weight the BCE term, the focal factors multiply on top (as in YOLOv5's ``FocalLoss``).
 
     Returns:
-        Loss in the dtype of ``inputs``; shape of ``inputs`` for ``'none'``, a scalar otherwise.
+        Loss in the dtype of ``inputs`` (float32 for half inputs under autocast, like BCE's); shape
+        of ``inputs`` for ``'none'``, a scalar otherwise.
     """
     return _sigmoid_family("focal", inputs, targets, _check_gamma(gamma), _check_alpha(alpha),
                            _check_reduction(reduction), pos_weight, weight)
@@ -841,7 +863,8 @@ def softmax_focal_loss(
 
     ``'mean'`` divides by the number of non-ignored targets (a plain mean of the alpha-weighted terms,
     not ``F.cross_entropy``'s ``sum / sum(weight)``); with no valid target it returns 0 (not NaN) with a
-    zero gradient. Computed in float32 for half inputs; returned in the dtype of ``logits``.
+    zero gradient. Computed in float32 for half inputs; returned in the dtype of ``logits`` (float32 under
+    autocast, like ``F.cross_entropy``).
     """
     gamma = _check_gamma(gamma)
     reduction = _check_reduction(reduction)
@@ -873,7 +896,7 @@ def softmax_focal_loss(
         out = loss.sum()
     else:
         out = loss.sum() / valid.sum().clamp_min(1).to(ctype)
-    return out.to(logits.dtype)
+    return out.to(_out_dtype(logits))
 
 
 # --------------------------------------------------------------------------------------------------
