@@ -602,3 +602,29 @@ def test_one_epoch_from_a_patched_v70_clone_then_revert(clone70, clone70_bytes, 
     code, out = cli("revert", str(clone70), capsys=capsys)
     assert code == 0, out
     assert tree_bytes(clone70) == clone70_bytes
+
+
+CLONE_PLOT_SCRIPT = r"""
+import sys
+sys.path.insert(0, ".")  # the clone's root, as for its train.py
+import numpy as np
+import utils.metrics, utils.plots  # the clone's own modules, as its train.py imports them
+from yolo_focal_plugin.integration import evolve
+
+hyp = {"lr0": 0.01, "fl_gamma": 1.5, "fl_alpha": 0.25}
+rows = np.random.default_rng(0).random((4, 7 + len(hyp)))
+header = ",".join([f"m{i}" for i in range(7)] + list(hyp))
+np.savetxt(sys.argv[1], rows, delimiter=",", header=header, comments="")
+evolve.plot(sys.argv[1], hyp)
+print("LOADED_YOLOV5", "yolov5" in sys.modules)
+"""
+
+
+def test_evolve_plot_in_a_clone_uses_the_clone_not_the_pip_package(clone_v70, tmp_path, clean_env):
+    """The patched clone's --evolve ends in the plugin's plot: it must not need (or import) the pip fork."""
+    script = tmp_path / "plot.py"
+    script.write_text(CLONE_PLOT_SCRIPT)
+    proc = run([sys.executable, str(script), str(tmp_path / "evolve.csv")], clean_env, cwd=clone_v70)
+    assert proc.returncode == 0, explain(proc)
+    assert "LOADED_YOLOV5 False" in proc.stdout, proc.stdout
+    assert (tmp_path / "evolve.png").is_file()
