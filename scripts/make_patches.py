@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Regenerate (or, with --check, verify) patches/yolov5-<version>/ from the installed yolov5.
+"""Regenerate (or, with --check, verify) patches/yolov5-<version>/ from the installed yolov5, or, with
+--clone DIR --tag TAG --commit SHA, patches/clone-<tag>/ from a pristine clone of ultralytics/yolov5.
 
 Same as `python -m yolo_focal_plugin.vendor.generate`; the edits themselves are declared in
 yolo_focal_plugin/vendor/edits.py. Run with the project's venv: .venv/bin/python scripts/make_patches.py

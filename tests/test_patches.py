@@ -32,6 +32,7 @@ from yolo_focal_plugin.vendor import load_manifest, load_series, patches_dir  # 
 from yolo_focal_plugin.vendor import apply as vendor_apply  # noqa: E402
 from yolo_focal_plugin.vendor.edits import YOLOV5_VERSION, AnchorError  # noqa: E402
 from yolo_focal_plugin.vendor.generate import build, render, stale_files  # noqa: E402
+from yolo_focal_plugin.vendor.generate import main as generate_main  # noqa: E402
 
 INSTALLED = Path(yolov5_spec.origin).resolve().parent
 PATCHES = patches_dir(YOLOV5_VERSION)
@@ -249,15 +250,21 @@ def test_other_version_is_named_and_refused_unless_forced(pristine, capsys):
     assert code == 0 and tree_bytes(pristine) == before
 
 
-def test_clone_layout_and_wrong_directory_are_explained(tmp_path, capsys):
+def test_unknown_clone_and_wrong_directory_are_explained(tmp_path, capsys):
     clone = tmp_path / "yolov5-clone"
     (clone / "utils").mkdir(parents=True)
+    (clone / "models").mkdir()
     (clone / "train.py").write_text("from utils.loss import ComputeLoss\n")
-    (clone / "utils" / "loss.py").write_text("from utils.metrics import bbox_iou\n")
+    (clone / "models" / "yolo.py").write_text("from models.common import *\n")
+    (clone / "utils" / "loss.py").write_text("from utils.metrics import bbox_iou\n\n\nclass ComputeLoss:\n    pass\n")
     code, out = cli("check", str(clone), capsys=capsys)
-    assert code == 2 and "clone of ultralytics/yolov5" in out
+    assert code == 2 and "clone of ultralytics/yolov5" in out and "no source patch set fits" in out
     code, out = cli("apply", str(clone), capsys=capsys)
-    assert code == 2 and "clone of ultralytics/yolov5" in out
+    assert code == 2 and "start-up hook patches a clone at import" in out
+
+    (clone / "models" / "yolo.py").unlink()  # not the shape of a clone any more
+    code, out = cli("check", str(clone), capsys=capsys)
+    assert code == 2 and "is not a yolov5 source tree" in out
 
     copy_yolov5(tmp_path / "site")
     code, out = cli("apply", str(tmp_path / "site"), capsys=capsys)
@@ -432,3 +439,192 @@ def test_one_epoch_from_the_patched_copy_with_hyp_focal_offline(patched_parent, 
     assert "the start-up hook stands aside" in log
     assert str(patched_parent / "yolov5") in log  # yolov5 ran from the copy
     assert (run_dir / "train_batch0.jpg").is_file()  # Pillow getsize restored by the patched plots.py
+
+
+# ------------------------------------------------------------------ a clone of ultralytics/yolov5
+
+CLONE_PATCHES = PATCHES.parent / "clone-v7.0"
+CLONE_MANIFEST = load_manifest(CLONE_PATCHES)
+V70_COMMIT = "915bbf294bb74c859f0b41f1c23bc395014ea679"
+
+
+def copy_clone(source: Path, parent: Path) -> Path:
+    target = parent / "yolov5"
+    shutil.copytree(source, target, ignore=IGNORE)
+    return target
+
+
+@pytest.fixture
+def clone70(clone_v70: Path, tmp_path: Path) -> Path:
+    """A private copy of the pristine v7.0 clone (the session fixture is shared)."""
+    return copy_clone(clone_v70, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def clone70_bytes(clone_v70: Path) -> Dict[str, bytes]:
+    return tree_bytes(clone_v70)
+
+
+def test_committed_clone_patches_are_what_the_generator_makes_from_the_v70_clone(clone_v70, capsys):
+    assert CLONE_MANIFEST["layout"] == "clone"
+    assert CLONE_MANIFEST["upstream"] == {"repository": "ultralytics/yolov5", "tag": "v7.0", "commit": V70_COMMIT}
+    patches, manifest = build(clone_v70, layout="clone", upstream={"tag": "v7.0", "commit": V70_COMMIT})
+    stale = stale_files(CLONE_PATCHES, render(patches, manifest))
+    assert not stale, f"stale: {stale}; run scripts/make_patches.py --clone ... --tag v7.0 --commit {V70_COMMIT}"
+    # the command line the docs give (scripts/make_patches.py runs the same main)
+    args = ["--clone", str(clone_v70), "--tag", "v7.0", "--commit", V70_COMMIT, "--check"]
+    assert generate_main(args) == 0, capsys.readouterr().err
+    assert generate_main([*args, "--out", str(PATCHES)]) == 1  # --check can fail: the pip set is not the clone's
+    assert "is stale" in capsys.readouterr().err
+
+
+def test_clone_patches_only_call_the_plugin_and_skip_what_v70_does_not_have():
+    text = "".join((CLONE_PATCHES / name).read_text() for name in load_series(CLONE_PATCHES))
+    added = [line for line in text.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    for line in added:
+        assert line.strip() == "+" or "# yolo-focal-plugin" in line, line
+    assert "import torch" not in "\n".join(added) and "class " not in "\n".join(added)
+    assert "+YOLO_FOCAL_PATCHED = True" in text  # the marker the start-up hook looks for
+    assert "yolov5." not in "\n".join(added)  # clone imports: utils.*, models.*
+    # v7.0 has no Hugging Face look-up, no map50s, no run_cli: no hunk may pretend otherwise
+    assert "utils/downloads.py" not in CLONE_MANIFEST["files"]
+    assert "map50s" not in text and "run_cli" not in text
+
+
+@pytest.mark.parametrize("backend", ["patch", "git", "python"])
+def test_clone_apply_refuse_twice_then_revert_byte_identical(clone70, clone70_bytes, backend, capsys):
+    if backend != "python" and shutil.which(backend) is None:
+        pytest.skip(f"{backend} not installed")
+    code, out = cli("check", str(clone70), capsys=capsys)
+    assert code == 0 and "clone of ultralytics/yolov5" in out and "v7.0 (915bbf2) fits" in out, out
+    assert "state: pristine" in out and "every hunk would apply cleanly" in out
+
+    code, out = cli("apply", str(clone70), "--backend", backend, capsys=capsys)
+    assert code == 0, out
+    assert f"patched {len(CLONE_MANIFEST['files'])} files" in out and "python train.py" in out
+    patched = tree_bytes(clone70)
+    for path, digests in CLONE_MANIFEST["files"].items():
+        assert hashlib.sha256(patched[path]).hexdigest() == digests["patched_sha256"], path
+    # what the start-up hook looks for in a clone: the pip set's marker, in utils/loss.py
+    assert re.search(r"^YOLO_FOCAL_PATCHED = True\b", patched["utils/loss.py"].decode(), re.M)
+    assert not [p for p in clone70.rglob("*") if p.suffix in (".orig", ".rej") or p.name.endswith(".tmp")]
+
+    code, out = cli("apply", str(clone70), "--backend", backend, capsys=capsys)
+    assert code == 1 and "already patched" in out and "Nothing changed" in out
+    assert tree_bytes(clone70) == patched
+
+    code, out = cli("revert", str(clone70), "--backend", backend, capsys=capsys)
+    assert code == 0, out
+    assert "tree state: pristine" in out
+    assert out.count("byte-identical to ultralytics/yolov5 v7.0") == len(CLONE_MANIFEST["files"])
+    assert tree_bytes(clone70) == clone70_bytes  # every file of the clone, not only the patched ones
+
+    code, out = cli("revert", str(clone70), capsys=capsys)
+    assert code == 1 and "not patched" in out
+
+
+def test_clone_with_a_file_changed_where_a_hunk_goes_is_refused_and_left_alone(clone70, capsys):
+    plots = clone70 / "utils" / "plots.py"
+    plots.write_text(plots.read_text().replace("from PIL import Image, ImageDraw, ImageFont\n",
+                                               "from PIL import Image, ImageDraw, ImageFont  # local edit\n"))
+    before = tree_bytes(clone70)
+    code, out = cli("apply", str(clone70), capsys=capsys)
+    assert code == 2, out
+    assert "does not fit 1 of 8 files where a hunk goes: utils/plots.py" in out
+    assert "restore them from upstream" in out and "start-up hook patches a clone at import" in out
+    assert tree_bytes(clone70) == before  # all or nothing: the 7 files that fit were not touched either
+    code, out = cli("check", str(clone70), capsys=capsys)
+    assert code == 2 and re.search(r"utils/plots.py +conflict", out), out
+
+
+@pytest.mark.parametrize("exc", [None, KeyboardInterrupt()], ids=["tool-fails", "ctrl-c"])
+def test_clone_failure_half_way_rolls_every_file_back(clone70, clone70_bytes, monkeypatch, capsys, exc):
+    failing = _FailingBackend(vendor_apply.choose_backend("auto"), "utils/metrics.py", exc)  # 6 files written before
+    monkeypatch.setattr(patch_cli, "choose_backend", lambda name: failing)
+    if exc is None:
+        code, out = cli("apply", str(clone70), capsys=capsys)
+        assert code == 1 and "rolled back" in out
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            cli("apply", str(clone70))
+    assert tree_bytes(clone70) == clone70_bytes
+
+
+def test_partly_patched_clone_is_reported_and_revertible(clone70, clone70_bytes, capsys):
+    assert cli("apply", str(clone70), capsys=capsys)[0] == 0
+    (clone70 / "models" / "yolo.py").write_bytes(clone70_bytes["models/yolo.py"])
+    code, out = cli("check", str(clone70), capsys=capsys)
+    assert code == 1 and "state: partially patched" in out and "v7.0 (915bbf2) fits" in out
+    code, out = cli("apply", str(clone70), capsys=capsys)
+    assert code == 1 and "refused: the tree is partially patched" in out
+    code, out = cli("revert", str(clone70), capsys=capsys)
+    assert code == 0, out
+    assert tree_bytes(clone70) == clone70_bytes
+
+
+def test_newest_upstream_clone_is_refused_with_the_reason_and_the_start_up_hook(clone_newest, tmp_path, capsys):
+    clone = copy_clone(clone_newest, tmp_path)
+    before = tree_bytes(clone)
+    for action in ("check", "apply", "revert"):
+        code, out = cli(action, str(clone), capsys=capsys)
+        assert code == 2, (action, out)
+        assert "clone of ultralytics/yolov5" in out and "no source patch set fits" in out
+        assert "imports from the `ultralytics` package" in out  # why
+        assert "the plugin's start-up hook patches a clone at import" in out  # what to do instead
+        assert "python train.py --hyp hyp.varifocal.yaml" in out
+        assert "source patches exist for the pip fork 7.0.14 and the v7.0 clone" in out
+    assert tree_bytes(clone) == before
+
+
+@pytest.mark.slow
+def test_one_epoch_from_a_patched_v70_clone_then_revert(clone70, clone70_bytes, tiny_data, tmp_path, clean_env, capsys):
+    code, out = cli("apply", str(clone70), capsys=capsys)
+    assert code == 0, out
+    project = tmp_path / "runs"
+    hyp = Path(__file__).resolve().parents[1] / "hyps" / "hyp.varifocal.yaml"
+    args = train_args(tiny_data, project, "clone", hyp=str(hyp))
+    args[args.index("--cfg") + 1] = "models/yolov5n.yaml"  # the clone's own model file, as its users run it
+    # empty YOLOV5_CONFIG_DIR (clean_env): the font must be seeded, not downloaded
+    proc = run([sys.executable, "train.py", *args], clean_env, cwd=clone70)
+    assert proc.returncode == 0, explain(proc)
+    run_dir = project / "clone"
+    assert (run_dir / "weights" / "best.pt").is_file() and (run_dir / "results.csv").is_file()
+    record = yaml.safe_load((run_dir / "focal_setup.yaml").read_text())
+    assert record["delivery"] == "source patches" and record["stock"] is False
+    assert "obj: VFLoss" in record["criteria"] and "cls: BCEWithLogitsLoss" in record["criteria"]
+    assert any("Arial.ttf" in shim for shim in record["shims"]), record["shims"]
+    log = proc.stdout + proc.stderr
+    assert f"yolov5 at {clone70} is source-patched (YOLO_FOCAL_PATCHED); the start-up hook stands aside" in log
+    # wrapped once: a start-up hook that also wrapped the patched ComputeLoss would log its setup twice
+    assert len(re.findall(r"^yolo-focal-plugin: fl_loss=varifocal .*\| cls: ", log, re.M)) == 1, log[-4000:]
+    assert (run_dir / "train_batch0.jpg").is_file()  # Pillow getsize restored by the patched plots.py
+
+    code, out = cli("revert", str(clone70), capsys=capsys)
+    assert code == 0, out
+    assert tree_bytes(clone70) == clone70_bytes
+
+
+CLONE_PLOT_SCRIPT = r"""
+import sys
+sys.path.insert(0, ".")  # the clone's root, as for its train.py
+import numpy as np
+import utils.metrics, utils.plots  # the clone's own modules, as its train.py imports them
+from yolo_focal_plugin.integration import evolve
+
+hyp = {"lr0": 0.01, "fl_gamma": 1.5, "fl_alpha": 0.25}
+rows = np.random.default_rng(0).random((4, 7 + len(hyp)))
+header = ",".join([f"m{i}" for i in range(7)] + list(hyp))
+np.savetxt(sys.argv[1], rows, delimiter=",", header=header, comments="")
+evolve.plot(sys.argv[1], hyp)
+print("LOADED_YOLOV5", "yolov5" in sys.modules)
+"""
+
+
+def test_evolve_plot_in_a_clone_uses_the_clone_not_the_pip_package(clone_v70, tmp_path, clean_env):
+    """The patched clone's --evolve ends in the plugin's plot: it must not need (or import) the pip fork."""
+    script = tmp_path / "plot.py"
+    script.write_text(CLONE_PLOT_SCRIPT)
+    proc = run([sys.executable, str(script), str(tmp_path / "evolve.csv")], clean_env, cwd=clone_v70)
+    assert proc.returncode == 0, explain(proc)
+    assert "LOADED_YOLOV5 False" in proc.stdout, proc.stdout
+    assert (tmp_path / "evolve.png").is_file()

@@ -1,9 +1,11 @@
 """``yolo-focal patch check|apply|revert PATH``: the plugin's source patches for a vendored yolov5.
 
 PATH is a yolov5 package directory (the one holding ``__init__.py``, ``train.py``, ``utils/``),
-e.g. a copy of ``site-packages/yolov5`` you ship in your repository.
+e.g. a copy of ``site-packages/yolov5`` you ship in your repository, or the root of a clone of
+ultralytics/yolov5 (``train.py``, ``models/yolo.py``, ``utils/loss.py``; run as ``python train.py``).
+A package is matched to the patch set of its version; a clone to the patch set whose hunks fit it.
 
-- ``check``: which yolov5 version PATH is, whether the patches support it, and whether it is
+- ``check``: which yolov5 PATH is, whether the patches support it, and whether it is
   pristine, patched or partially patched (file by file, hunk by hunk), with a dry run.
 - ``apply``: dry run first, then all-or-nothing (any failure restores every file); refuses a
   tree that is already (or partially) patched.
@@ -15,27 +17,55 @@ changed), 2 not a supported yolov5 source.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional, TextIO
 
-from .vendor import available_versions
+from .vendor import available_versions, clone_patch_sets, load_manifest
 from .vendor.apply import BACKENDS, Backend, PatchError, Tree, choose_backend, inspect_tree, transaction
 
 OK, REFUSED, UNSUPPORTED = 0, 1, 2
 
-CLONE_HELP = (
-    "this looks like a clone of ultralytics/yolov5 (top-level `utils`, `models`, imported as `utils.loss`), "
-    "not the pip package `yolov5` the patches were generated from: its imports differ, so the hunks do not "
-    "fit, and the plugin's import hook only watches `yolov5.*` modules. Vendor the pip package instead "
-    "(`pip download yolov5==7.0.14 --no-deps`, unpack, copy its `yolov5/` directory), then patch that copy."
+HOOK_HINT = (
+    "the plugin's start-up hook patches a clone at import: with yolo-focal-plugin installed in the Python that runs "
+    "it, train as usual (`python train.py --hyp hyp.varifocal.yaml ...`)"
 )
+
+
+def patch_sets_summary() -> str:
+    """``the pip fork 7.0.14 and the v7.0 clone (915bbf2)``: what source patches exist for."""
+    names = [f"the pip fork {v}" for v in available_versions()]
+    for directory in clone_patch_sets():
+        upstream = load_manifest(directory).get("upstream", {})
+        names.append(f"the {upstream.get('tag', directory.name)} clone ({str(upstream.get('commit', '?'))[:7]})")
+    if not names:
+        return "none are installed with the plugin"
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
+def clone_refusal(tree: Tree) -> str:
+    """Why no source patch set fits this clone, and what to do instead."""
+    parts = ["this is a clone of ultralytics/yolov5 (top-level `utils`, `models`; run as `python train.py`) "
+             "that no source patch set fits exactly"]
+    if tree.files:
+        misfit = [f.path for f in tree.files if f.state not in ("pristine", "patched", "partial")]
+        parts.append(f"the closest, {tree.patch_dir.name if tree.patch_dir else '?'} (upstream {tree.label}), "
+                     f"does not fit {len(misfit)} of {len(tree.files)} files where a hunk goes: {', '.join(misfit)}")
+    loss = tree.root / "utils" / "loss.py"
+    if loss.is_file() and re.search(r"^\s*(from|import) ultralytics\b", loss.read_text(encoding="utf-8", errors="ignore"), re.M):
+        parts.append("its utils/loss.py imports from the `ultralytics` package (upstream yolov5 after v7.0): "
+                     "newer code than the patches were made for")
+    parts.append(f"{HOOK_HINT}; source patches exist for {patch_sets_summary()}")
+    parts.append("if the files above differ only by your own edits, restore them from upstream (or your VCS) and run again")
+    return "\n  ".join(parts)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.split("\n\n")[0]
     parser.add_argument("action", choices=("check", "apply", "revert"), help="what to do")
-    parser.add_argument("path", type=Path, help="yolov5 package directory (holds __init__.py, train.py, utils/)")
+    parser.add_argument("path", type=Path, help="yolov5 package directory (holds __init__.py, train.py, utils/), "
+                                                "or the root of a clone of ultralytics/yolov5 (train.py, models/, utils/)")
     parser.add_argument("--force", action="store_true",
                         help="apply to a yolov5 version the patches were not generated for, if every hunk fits exactly")
     parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
@@ -50,8 +80,12 @@ def _describe_tree(tree: Tree, out: TextIO) -> None:
     if tree.layout == "package":
         support = "supported" if tree.supported else f"NOT supported (patches exist for {', '.join(available_versions()) or 'none'})"
         _say(out, f"yolov5 source: {tree.root} (pip package layout, version {tree.version or 'unknown'}: {support})")
+    elif tree.layout == "clone":
+        fit = (f"the patch set for {tree.label} fits" if tree.supported
+               else "no patch set fits" + (f"; closest: {tree.label}" if tree.files else ""))
+        _say(out, f"yolov5 source: {tree.root} (clone of ultralytics/yolov5, run as `python train.py`: {fit})")
     else:
-        _say(out, f"yolov5 source: {tree.root} ({'clone' if tree.layout == 'clone' else 'not a yolov5'} layout)")
+        _say(out, f"yolov5 source: {tree.root} (not a yolov5 layout)")
     if not tree.files:
         return
     _say(out, f"patch set: {tree.patch_dir} ({len({f.patch for f in tree.files})} patches, {len(tree.files)} files)")
@@ -73,10 +107,11 @@ def _describe_tree(tree: Tree, out: TextIO) -> None:
 def _unsupported(tree: Tree, force: bool) -> Optional[str]:
     """Why PATH cannot be patched (None if it can)."""
     if tree.layout == "unknown":
-        return f"{tree.root} is not a yolov5 source tree (no train.py and utils/loss.py)" + (
+        return (f"{tree.root} is not a yolov5 source tree (expected a yolov5 package, or a clone with train.py, "
+                "models/yolo.py and utils/loss.py defining ComputeLoss)") + (
             f"; did you mean {tree.root / 'yolov5'}?" if (tree.root / "yolov5" / "train.py").is_file() else "")
     if tree.layout == "clone":
-        return CLONE_HELP
+        return None if tree.supported else clone_refusal(tree)
     if tree.patch_dir is None:
         return "no patch set is installed with the plugin"
     if not tree.supported and not force:
@@ -156,13 +191,16 @@ def apply(tree: Tree, backend: Backend, force: bool, out: TextIO) -> int:
     for path in changed:
         _say(out, f"  {path}")
     _say(out, "the hunks call into yolo_focal_plugin, so keep the plugin installed; its start-up hook now stands aside")
-    _say(out, f"train from it: PYTHONPATH={tree.root.parent} python -m yolov5.train --hyp hyp.focal.yaml ...")
+    if tree.layout == "clone":
+        _say(out, f"train from it: cd {tree.root} && python train.py --hyp hyp.focal.yaml ...")
+    else:
+        _say(out, f"train from it: PYTHONPATH={tree.root.parent} python -m yolov5.train --hyp hyp.focal.yaml ...")
     _say(out, f"undo: yolo-focal patch revert {tree.root}")
     return OK
 
 
 def revert(tree: Tree, backend: Backend, out: TextIO) -> int:
-    if tree.layout != "package" or not tree.files:
+    if tree.layout == "unknown" or not tree.files or (tree.layout == "clone" and not tree.supported):
         _say(out, f"refused: {_unsupported(tree, True) or 'nothing to revert'}")
         return UNSUPPORTED
     blocked = tree.by_state("partial", "conflict", "missing")
@@ -184,7 +222,7 @@ def revert(tree: Tree, backend: Backend, out: TextIO) -> int:
     identical = [f.path for f in after.files if f.identical_to == "pristine"]
     _say(out, f"reverted {len(changed)} files in {tree.root} with {backend.describe()}; tree state: {after.state}")
     for path in changed:
-        note = "byte-identical to yolov5 " + str(tree.patch_version) if path in identical else "your other local changes kept"
+        note = f"byte-identical to {tree.label}" if path in identical else "your other local changes kept"
         _say(out, f"  {path}  ({note})")
     return OK
 

@@ -138,6 +138,18 @@ def annotate(save_dir: Any, held: Mapping[str, Any]) -> None:
         yaml.safe_dump(dict(held), f, sort_keys=False)
 
 
+def _yolov5_attr(module: str, name: str) -> Any:
+    """``name`` from the yolov5 this process runs: ``yolov5.<module>`` (pip fork) or ``<module>`` (a clone's
+    top-level ``utils``, run as ``python train.py``, where ``yolov5`` may not even be installed)."""
+    import importlib
+
+    for qualified in ("yolov5." + module, module):
+        loaded = sys.modules.get(qualified)
+        if loaded is not None and hasattr(loaded, name):
+            return getattr(loaded, name)
+    return getattr(importlib.import_module("yolov5." + module), name)
+
+
 def plot(evolve_csv: Any, hyp: Mapping[str, Any]) -> None:
     """yolov5's ``plot_evolve`` with as many panel rows as there are evolved keys.
 
@@ -146,8 +158,9 @@ def plot(evolve_csv: Any, hyp: Mapping[str, Any]) -> None:
     """
     import matplotlib.pyplot as plt
     import pandas as pd
-    from yolov5.utils.metrics import fitness
-    from yolov5.utils.plots import hist2d
+
+    fitness = _yolov5_attr("utils.metrics", "fitness")
+    hist2d = _yolov5_attr("utils.plots", "hist2d")
 
     evolve_csv = Path(evolve_csv)
     data = pd.read_csv(evolve_csv)

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import available_versions, load_manifest, load_series, patches_dir
+from . import available_versions, clone_patch_sets, load_manifest, load_series, patches_dir
 from .unidiff import FilePatch, PatchMismatch, parse_patch
 
 __all__ = ["Tree", "FileStatus", "inspect_tree", "PatchError", "choose_backend", "BACKENDS", "transaction"]
 
 STATES = ("missing", "pristine", "patched", "partial", "conflict")
+FITTING = ("pristine", "patched", "partial")  # every hunk of the file fits exactly, applied or not
 
 
 class PatchError(RuntimeError):
@@ -59,10 +60,25 @@ class Tree:
     patch_version: Optional[str]  # the patch set used (== version when supported)
     patch_dir: Optional[Path]
     files: List[FileStatus] = field(default_factory=list)
+    upstream: Optional[Dict[str, str]] = None  # clone: the manifest's {"tag", "commit", "repository"}
+
+    @property
+    def fits(self) -> bool:
+        """Every hunk of the patch set fits exactly (pristine, patched, or a mix): nothing in conflict or missing."""
+        return bool(self.files) and all(f.state in FITTING for f in self.files)
 
     @property
     def supported(self) -> bool:
+        if self.layout == "clone":  # chosen by fit, not by a version table: a clone has no version file
+            return self.patch_dir is not None and self.fits
         return self.layout == "package" and self.version is not None and self.version == self.patch_version
+
+    @property
+    def label(self) -> str:
+        """What the patch set was generated from: ``yolov5 7.0.14`` or ``ultralytics/yolov5 v7.0 (915bbf2)``."""
+        if self.upstream:
+            return f"{self.upstream.get('repository', 'ultralytics/yolov5')} {self.upstream['tag']} ({self.upstream['commit'][:7]})"
+        return f"yolov5 {self.patch_version}"
 
     @property
     def state(self) -> str:
@@ -90,12 +106,19 @@ def _read(path: Path) -> Optional[str]:
 
 
 def _layout(root: Path) -> str:
+    """``package`` (pip fork: ``from yolov5.utils ...``), ``clone`` (ultralytics/yolov5 checkout) or ``unknown``.
+
+    A clone is recognised by its shape, not by a version: ``train.py``, ``models/yolo.py`` and a
+    ``utils/loss.py`` that defines ``ComputeLoss``, next to each other.
+    """
     if not (root / "train.py").is_file() or not (root / "utils" / "loss.py").is_file():
         return "unknown"
     loss = _read(root / "utils" / "loss.py") or ""
     if (root / "__init__.py").is_file() and re.search(r"^from yolov5\.", loss, re.M):
         return "package"
-    return "clone"  # ultralytics/yolov5 checkout: top-level `utils`, `models` (from utils.metrics import ...)
+    if (root / "models" / "yolo.py").is_file() and re.search(r"^class ComputeLoss\b", loss, re.M):
+        return "clone"  # top-level `utils`, `models` (from utils.metrics import ...), run as `python train.py`
+    return "unknown"
 
 
 def load_patches(directory: Path) -> List[Tuple[str, FilePatch]]:
@@ -106,23 +129,11 @@ def load_patches(directory: Path) -> List[Tuple[str, FilePatch]]:
     return out
 
 
-def inspect_tree(root: Path, version_override: Optional[str] = None) -> Tree:
-    """Everything ``check`` reports; ``version_override`` picks a patch set for an unsupported version."""
-    from ..integration.yolov5_hooks import read_yolov5_version
-
-    root = Path(root).resolve()
-    if not root.is_dir():
-        raise PatchError(f"{root} is not a directory")
-    layout = _layout(root)
-    version = read_yolov5_version(str(root / "__init__.py")) if layout == "package" else None
-    versions = available_versions()
-    patch_version = version if version in versions else version_override or (versions[-1] if versions else None)
-    tree = Tree(root, layout, version, patch_version, patches_dir(patch_version) if patch_version else None)
-    if tree.patch_dir is None or layout != "package":
-        return tree  # a clone's files are not compared: its imports (`from utils...`) never match
-    manifest = load_manifest(tree.patch_dir)
-    digests = manifest.get("files", {})
-    for name, fp in load_patches(tree.patch_dir):
+def _file_statuses(root: Path, patch_dir: Path) -> List[FileStatus]:
+    """Each file of the patch set at ``patch_dir``: its state hunk by hunk, and whether it is byte-identical."""
+    digests = load_manifest(patch_dir).get("files", {})
+    statuses = []
+    for name, fp in load_patches(patch_dir):
         target = root / fp.path
         text = _read(target)
         status = FileStatus(name, fp, fp.state(text))
@@ -133,7 +144,54 @@ def inspect_tree(root: Path, version_override: Optional[str] = None) -> Tree:
                 status.identical_to = "pristine"
             elif digest == known.get("patched_sha256"):
                 status.identical_to = "patched"
-        tree.files.append(status)
+        statuses.append(status)
+    return statuses
+
+
+def _closest_clone_set(root: Path) -> Optional[Tuple[Path, List[FileStatus]]]:
+    """The clone patch set whose hunks fit ``root`` exactly, else the one where the most files fit.
+
+    Chosen by trying every set's hunks against the files (the exact-context check a dry run
+    does), not by a table of versions: a clone can be at any upstream commit.
+    """
+    best: Optional[Tuple[int, Path, List[FileStatus]]] = None
+    for directory in clone_patch_sets():
+        statuses = _file_statuses(root, directory)
+        fitting = sum(f.state in FITTING for f in statuses)
+        if fitting == len(statuses):
+            return directory, statuses
+        if best is None or fitting > best[0]:
+            best = (fitting, directory, statuses)
+    return (best[1], best[2]) if best else None
+
+
+def inspect_tree(root: Path, version_override: Optional[str] = None) -> Tree:
+    """Everything ``check`` reports; ``version_override`` picks a patch set for an unsupported version.
+
+    A pip package is matched to ``patches/yolov5-<its __version__>``; a clone to the
+    ``patches/clone-*`` set whose hunks fit it (or, when none fits, the closest, to say why).
+    """
+    from ..integration.yolov5_hooks import read_yolov5_version
+
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise PatchError(f"{root} is not a directory")
+    layout = _layout(root)
+    if layout == "clone":
+        tree = Tree(root, layout, None, None, None)
+        found = _closest_clone_set(root)
+        if found is not None:
+            tree.patch_dir, tree.files = found
+            tree.upstream = dict(load_manifest(tree.patch_dir).get("upstream", {}))
+            tree.patch_version = tree.upstream.get("tag")
+        return tree
+    version = read_yolov5_version(str(root / "__init__.py")) if layout == "package" else None
+    versions = available_versions()
+    patch_version = version if version in versions else version_override or (versions[-1] if versions else None)
+    tree = Tree(root, layout, version, patch_version, patches_dir(patch_version) if patch_version else None)
+    if tree.patch_dir is None or layout != "package":
+        return tree
+    tree.files = _file_statuses(root, tree.patch_dir)
     return tree
 
 
