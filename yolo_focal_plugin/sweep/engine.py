@@ -291,8 +291,6 @@ def _validate_units(space: SearchSpace, base: Dict[str, Any], nc: Optional[int],
             raise SweepError(f"{unit.describe()}: {exc}") from None
         if unit.is_baseline and not cfg.is_stock:
             raise SweepError(f"internal error: the baseline hyp is not stock ({cfg.describe()})")
-        if cfg.alpha == "auto" and unit.loss == "varifocal":
-            raise SweepError("fl_alpha: auto cannot be used with varifocal (its alpha weighs negatives)")
 
 
 def _known_losses() -> Tuple[str, ...]:
