@@ -56,12 +56,6 @@ def test_build_criteria_obeys_fl_apply_and_reports_it():
     assert crit.lines[0].startswith("cls: BCEWithLogitsLoss") and crit.lines[1].startswith("obj: QFocalLoss")
 
 
-def test_varifocal_rejects_auto_alpha():
-    cfg = parse_focal_hyp({"fl_loss": "varifocal", "fl_gamma": 2.0, "fl_alpha": "auto"})
-    with pytest.raises(ValueError, match="'auto' with fl_loss: varifocal"):
-        build_criteria(cfg, 1.0, 1.0, nc=3, device="cpu", class_weights=torch.ones(3))
-
-
 def test_gamma_zero_without_loss_key_is_plain_bce_for_assigner_runs():
     cfg = parse_focal_hyp({"fl_assigner": "retina"})
     crit = build_criteria(cfg, 1.0, 1.0, nc=3, device="cpu")

@@ -155,17 +155,30 @@ def test_stock_hyp_trains_bit_identically_to_yolov5_without_plugin(tiny_data, tm
     assert stock_rows == plugin_rows
 
 
-def test_invalid_hyp_stops_before_any_run_directory(tiny_data, tmp_path, clean_env):
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"fl_gamma": -1.0}, "'fl_gamma' has invalid value -1.0: expected a finite float >= 0"),
+        # issue #15: each of these got past validation, and the run died later (or trained BCE)
+        ({"FL_GAMMA": 2.0}, "unknown hyp key(s) 'FL_GAMMA' (did you mean 'fl_gamma'?)"),
+        ({"fl_loss": "varifocal", "fl_alpha": "auto", "fl_apply": "obj"}, "'fl_alpha' has invalid value 'auto'"),
+        ({"fl_loss": "yolov5_focal", "fl_alpha": None}, "'fl_alpha' has invalid value None: fl_loss: yolov5_focal"),
+        ({"fl_gamma": 1.0e300}, "'fl_gamma' has invalid value 1e+300: expected a finite float >= 0 and <= 1e+06"),
+    ],
+    ids=["negative-gamma", "capitalised-key", "auto-varifocal-obj", "stock-focal-null-alpha", "huge-gamma"],
+)
+def test_invalid_hyp_stops_before_any_run_directory(tiny_data, tmp_path, clean_env, changes, message):
     bad = tmp_path / "bad.yaml"
     hyp = yaml.safe_load(Path(__file__).resolve().parents[1].joinpath("hyps", "hyp.focal.yaml").read_text())
-    hyp["fl_gamma"] = -1.0
+    hyp.update(changes)
     bad.write_text(yaml.safe_dump(hyp))
     project = tmp_path / "runs"
     proc = run([str(BIN / "yolo-focal"), "train", *train_args(tiny_data, project, "bad", hyp=str(bad))], clean_env,
                cwd=tmp_path)
     assert proc.returncode != 0
-    assert "'fl_gamma' has invalid value -1.0: expected a finite float >= 0" in proc.stderr, explain(proc)
+    assert message in proc.stderr, explain(proc)
     assert not (project / "bad").exists()
+    assert "Traceback" not in proc.stderr, explain(proc)  # a message, not a crash
 
 
 def _free_port() -> int:

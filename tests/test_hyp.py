@@ -101,3 +101,82 @@ def test_bundled_hyps_resolve_by_bare_name_and_validate():
 def test_paths_are_not_treated_as_bundled_names():
     assert resolve_hyp_path("some/dir/hyp.focal.yaml") is None
     assert resolve_hyp_path("hyp.nonexistent.yaml") is None
+
+
+# --- issue #15 section 2: hyps that got through validation -------------------------------------
+
+WITH_STOCK = LOSSES + ("yolov5_focal",)
+
+
+@pytest.mark.parametrize(
+    "key, suggestion",
+    [("FL_GAMMA", "fl_gamma"), ("Fl_gamma", "fl_gamma"), ("FL_Alpha", "fl_alpha"), ("fl-loss", "fl_loss"),
+     ("fl_gama", "fl_gamma"), ("FL_GAMMA_WARMUP", "fl_gamma_warmup")],
+)
+def test_misspelled_key_in_any_case_is_refused_naming_the_key_it_resembles(key, suggestion):
+    # YOLOv5 ignores hyp keys it does not read: a capitalised FL_GAMMA would train plain BCE
+    with pytest.raises(HypError) as info:
+        parse_focal_hyp({key: 2.0}, known_losses=LOSSES)
+    assert f"unknown hyp key(s) {key!r} (did you mean {suggestion!r}?)" in str(info.value)
+
+
+def test_keys_that_only_start_like_fl_are_not_mistaken_for_typos():
+    # YOLOv5's own keys (fliplr, flipud) share the first letters
+    assert parse_focal_hyp({"fliplr": 0.5, "flipud": 0.0, "fl_gamma": 0.0}, known_losses=LOSSES).is_stock
+
+
+@pytest.mark.parametrize("apply", ["both", "cls", "obj"])
+def test_auto_alpha_with_varifocal_is_refused_whatever_the_branch(apply):
+    # one rule for ComputeLoss, before_train and the sweep: it used to live in criteria.py (cls only)
+    # and in the sweep, so fl_apply: obj got through one and not the other
+    with pytest.raises(HypError, match="'fl_alpha' has invalid value 'auto': 'auto' cannot be used with fl_loss: varifocal"):
+        parse_focal_hyp({"fl_loss": "varifocal", "fl_gamma": 2.0, "fl_alpha": "auto", "fl_apply": apply},
+                        known_losses=LOSSES)
+
+
+def test_auto_alpha_is_still_fine_with_focal_and_qfocal():
+    for loss in ("focal", "qfocal"):
+        assert parse_focal_hyp({"fl_loss": loss, "fl_alpha": "auto"}, known_losses=LOSSES).alpha == "auto"
+
+
+@pytest.mark.parametrize("alpha", [-1, None, "auto", [0.2, 0.3, 0.4]])
+def test_stock_yolov5_focal_needs_a_float_alpha(alpha):
+    # yolov5.utils.loss.FocalLoss computes `true * self.alpha`: None dies with TypeError on the first
+    # batch; auto / per-class lists are not the stock loss the key exists to reproduce
+    with pytest.raises(HypError) as info:
+        parse_focal_hyp({"fl_loss": "yolov5_focal", "fl_gamma": 0.5, "fl_alpha": alpha}, nc=3, known_losses=WITH_STOCK)
+    assert f"'fl_alpha' has invalid value {alpha!r}: fl_loss: yolov5_focal" in str(info.value)
+
+
+def test_stock_yolov5_focal_with_float_or_default_alpha():
+    assert parse_focal_hyp({"fl_loss": "yolov5_focal", "fl_gamma": 0.5, "fl_alpha": 0.25},
+                           known_losses=WITH_STOCK).alpha == 0.25
+    assert not parse_focal_hyp({"fl_loss": "yolov5_focal", "fl_gamma": 0.5}, known_losses=WITH_STOCK).alpha_given
+
+
+@pytest.mark.parametrize("gamma", [1.0e300, 1.0e37, 1.0e6 * (1 + 1e-12)])
+def test_gamma_above_the_kernel_bound_is_refused_with_the_reason(gamma):
+    with pytest.raises(HypError) as info:
+        parse_focal_hyp({"fl_gamma": gamma}, known_losses=LOSSES)
+    assert f"'fl_gamma' has invalid value {gamma!r}: expected a finite float >= 0 and <= 1e+06" in str(info.value)
+    assert "loss kernels" in str(info.value)
+
+
+def test_loss_kernels_are_finite_at_the_gamma_bound():
+    # the bound in hyp.py is only honest while the kernels compute it: forward and backward, float32
+    # and float64, saturated and tiny logits, hard and soft targets, every reduction
+    torch = pytest.importorskip("torch")
+    from yolo_focal_plugin.hyp import FL_GAMMA_MAX
+    from yolo_focal_plugin.losses import FocalLoss, QFocalLoss, VFLoss
+
+    assert parse_focal_hyp({"fl_gamma": FL_GAMMA_MAX}, known_losses=LOSSES).gamma == FL_GAMMA_MAX
+    logits = torch.cat([torch.linspace(-120, 120, 241), torch.tensor([0.0, 1e-6, -1e-6, 17.0, -17.0, 88.0, -104.0])])
+    for cls in (FocalLoss, QFocalLoss, VFLoss):
+        for dtype in (torch.float32, torch.float64):
+            for target in (0.0, 0.3, 1.0):
+                for reduction in ("mean", "sum", "none"):
+                    x = logits.to(dtype).clone().requires_grad_(True)
+                    loss = cls(torch.nn.BCEWithLogitsLoss(reduction=reduction), gamma=FL_GAMMA_MAX, alpha=0.25)(
+                        x, torch.full_like(x, target))
+                    loss.sum().backward()
+                    assert torch.isfinite(loss).all() and torch.isfinite(x.grad).all(), (cls, dtype, target, reduction)

@@ -20,7 +20,7 @@ import pytest
 from yolo_focal_plugin.sweep import engine as eng
 from yolo_focal_plugin.sweep.engine import SweepConfig, SweepEngine, prepare_sweep, run_sweep
 from yolo_focal_plugin.sweep.space import SweepError, Unit
-from yolo_focal_plugin.sweep.study import Outcome, classify, trial_run, trial_unit, unit_statuses
+from yolo_focal_plugin.sweep.study import PLAN_ATTR, Outcome, classify, trial_run, trial_unit, unit_statuses
 from yolo_focal_plugin.sweep.trial import EpochRow, TrialResult
 
 
@@ -404,3 +404,50 @@ def test_sampled_sweep_with_set_samples_categoricals_and_replicates_them(data_ya
     for units in by_setting.values():  # every seed of a sampled setting has the same --set values
         assert sorted(u.seed for u in units) == [0, 1] and len({u.extras for u in units}) == 1
     assert len(fake.calls) == len(set(fake.calls)) == 8
+
+
+# --- issue #15 section 3: a sweep killed at any moment resumes with the same command -------------
+
+def test_a_study_left_bare_by_a_kill_right_after_creation_is_resumed(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
+    # What a SIGKILL between optuna.create_study and the plan attribute leaves, reproduced without
+    # timing: a study with the sweep's name, no attribute, no trial (here even minimising)
+    cfg = config(data_yaml, tmp_path)
+    storage = eng.default_storage_url(Path(cfg.project), cfg.study)
+    Path(cfg.project).mkdir(parents=True)
+    optuna.create_study(storage=storage, study_name=cfg.study)
+    said: List[str] = []
+    summary = run_sweep(config(data_yaml, tmp_path, print_fn=said.append))
+    keys = expected_keys(cfg)
+    assert sorted(fake.calls) == sorted(keys) and summary.counts == {"complete": len(keys)}
+    assert any("had no plan and no trials" in line for line in said), said
+    study = load(cfg)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE  # created again, as the sweep creates it
+
+
+def test_a_foreign_study_with_trials_is_refused_at_once(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
+    cfg = config(data_yaml, tmp_path)
+    storage = eng.default_storage_url(Path(cfg.project), cfg.study)
+    Path(cfg.project).mkdir(parents=True)
+    other = optuna.create_study(storage=storage, study_name=cfg.study)
+    other.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    start = time.monotonic()
+    with pytest.raises(SweepError, match="was not created by yolo-focal sweep"):
+        prepare_sweep(cfg)
+    assert time.monotonic() - start < 60  # it used to wait 120 s for a plan that never comes
+    assert len(optuna.load_study(storage=storage, study_name=cfg.study).trials) == 1  # untouched
+
+
+def test_a_creator_killed_while_queueing_the_plan_is_not_waited_for(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
+    # the plan is written but PLANNED is not: the creator (a finished process on this machine) died
+    # in queue_plan; the same command queues the rest now instead of waiting two minutes
+    cfg = config(data_yaml, tmp_path)
+    prepared = prepare_sweep(cfg)
+    stored = dict(prepared.study.user_attrs[PLAN_ATTR])
+    stored["created"] = {**stored["created"], "pid": 2 ** 22 + 1}  # above pid_max: no such process
+    prepared.study.set_user_attr(PLAN_ATTR, stored)
+    eng.SweepEngine(prepared).enqueue(prepared.space.planned_units()[0])  # one unit queued before the kill
+    said: List[str] = []
+    summary = run_sweep(config(data_yaml, tmp_path, print_fn=said.append))
+    keys = expected_keys(cfg)
+    assert sorted(fake.calls) == sorted(keys) and summary.counts == {"complete": len(keys)}
+    assert any("creator stopped before queueing the whole plan" in line for line in said), said

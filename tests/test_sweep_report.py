@@ -23,7 +23,7 @@ import optuna
 import pytest
 import yaml
 
-from yolo_focal_plugin.sweep.report import build_report, report_study, to_markdown, write_report
+from yolo_focal_plugin.sweep.report import build_report, report_study, table_rows, to_markdown, write_report
 from yolo_focal_plugin.sweep.space import SearchSpace, Unit
 from yolo_focal_plugin.sweep.study import PLAN_ATTR, Plan, open_storage
 from yolo_focal_plugin.sweep.stats import welch
@@ -264,3 +264,30 @@ def test_a_study_without_set_reports_as_before(tmp_path: Path) -> None:
     assert list(csv.DictReader(open(files["csv"])))[0].keys() == set(OLD_CSV_FIELDS) and \
         next(csv.reader(open(files["csv"]))) == OLD_CSV_FIELDS
     assert all("set" not in row for row in json.loads(files["json"].read_text())["rows"])
+
+
+def test_equal_means_are_not_called_lower_and_two_seeds_are_not_called_too_few() -> None:
+    # issue #15: every mAP 0 (too few epochs) said "scored a lower mean" and "needs >= 2 seeds"
+    # beside rows that had 2
+    trials = [frozen(Unit("baseline", None, None, s, "baseline"), "complete", 0.0) for s in range(2)]
+    trials += [frozen(Unit("focal", g, 0.25, s), "complete", 0.0) for g in (1.0, 2.0) for s in range(2)]
+    report = build_report(trials, plan(), study="zeros")
+    assert "lower" not in report.verdict
+    assert report.verdict.startswith("No setting beats the baseline: every focal-loss setting scored the same mean")
+    assert "Every run scored 0" in report.verdict
+    cells = [row["significant"] for row in table_rows(report)[1:]]
+    assert cells == ["n/a (every seed of both scored the same: no spread to test)"] * 2, cells
+    # one equal, one lower: neither word alone
+    trials = [frozen(Unit("baseline", None, None, s, "baseline"), "complete", m) for s, m in enumerate((0.3, 0.3))]
+    trials += [frozen(Unit("focal", 1.0, 0.25, s), "complete", m) for s, m in enumerate((0.3, 0.3))]
+    trials += [frozen(Unit("focal", 2.0, 0.25, s), "complete", m) for s, m in enumerate((0.1, 0.2))]
+    verdict = build_report(trials, plan(), study="mixed").verdict
+    assert "no focal-loss setting scored a higher mean mAP50-95 (1 the same, 1 lower)" in verdict, verdict
+
+
+def test_one_seed_is_still_reported_as_too_few() -> None:
+    trials = [frozen(Unit("baseline", None, None, s, "baseline"), "complete", m) for s, m in enumerate((0.3, 0.31))]
+    trials += [frozen(Unit("focal", 1.0, 0.25, 0), "complete", 0.4)]
+    report = build_report(trials, plan(), study="one")
+    assert table_rows(report)[1]["significant"] == "n/a (needs ≥2 completed seeds each, has 1 vs 2)"
+    assert "no significance test: needs ≥2 completed seeds each, has 1 vs 2" in report.verdict

@@ -1,8 +1,9 @@
 """Start-up hook, imported by ``yolo_focal_plugin_autopatch.pth`` in every interpreter.
 
 Kept tiny on purpose: it only registers an import hook that patches yolov5 modules as they are
-imported, so processes that never import yolov5 pay nothing. ``YOLO_FOCAL_DISABLE=1`` makes it
-inert.
+imported, so processes that never import yolov5 pay nothing (``benchmarks/bench_startup.py``
+measures it; ``tests/test_startup.py`` checks that no heavy module is imported here).
+``YOLO_FOCAL_DISABLE=1`` makes it inert.
 """
 import os
 
@@ -11,7 +12,11 @@ if os.environ.get("YOLO_FOCAL_DISABLE", "").strip().lower() not in ("1", "true",
         from yolo_focal_plugin.integration.hook import register as _register
 
         _register()
-    except Exception as _exc:  # a broken plugin must never break the interpreter start-up
+    # BaseException, not Exception: a SystemExit or KeyboardInterrupt raised while site.py runs
+    # this kills the interpreter before it starts ("Fatal Python error: init_import_site"), and
+    # a broken or shadowed plugin must never cost the user their Python.
+    except BaseException as _exc:  # noqa: B036
         import sys
 
-        print(f"yolo-focal-plugin: start-up hook disabled: {_exc!r}", file=sys.stderr)
+        print(f"yolo-focal-plugin: start-up hook disabled, the interpreter starts without it: {_exc!r}",
+              file=sys.stderr)

@@ -6,11 +6,11 @@ value raises :class:`HypError` naming the key, the value and what is allowed.
 ==================== ============================================ ==========
 key                  values                                       default
 ==================== ============================================ ==========
-``fl_gamma``         float >= 0                                   0.0
+``fl_gamma``         float in [0, 1e6]                            0.0
 ``fl_alpha``         float in [0, 1], list of nc floats, ``auto``, 0.25 (the
                      ``-1`` or ``null`` (disabled)                 loss's own)
 ``fl_loss``          ``focal``, ``varifocal``, ``qfocal``, ``bce`` ``focal``
-                     or any registered loss name
+                     ``yolov5_focal`` or any registered loss name
 ``fl_apply``         ``cls``, ``obj``, ``both``                   ``both``
 ``fl_norm``          ``mean``, ``positives``                      ``mean``
 ``fl_gamma_warmup``  epochs >= 0                                  0
@@ -19,6 +19,10 @@ key                  values                                       default
 
 Compatibility rule: a hyp with none of these keys, or with ``fl_gamma: 0`` and no other key
 that changes the loss, is *stock*: the plugin leaves YOLOv5's criteria untouched.
+
+Every rule about these keys lives in :func:`parse_focal_hyp`, which the training hook
+(``before_train``, before the run directory exists), ``ComputeLoss``, ``--evolve`` and the sweep all
+call: a rule added anywhere else would let one of those paths disagree.
 """
 from __future__ import annotations
 
@@ -50,6 +54,21 @@ APPLY_CHOICES = ("cls", "obj", "both")
 NORM_CHOICES = ("mean", "positives")
 ASSIGNER_CHOICES = ("yolov5", "retina")
 BUILTIN_LOSSES = ("focal", "varifocal", "qfocal", "bce")
+# YOLOv5's own FocalLoss class, unmodified (registered by an entry point in pyproject.toml). It
+# computes ``true * alpha`` with no None branch, and it is there to reproduce the stock loss, which
+# has no per-class or derived alpha: only a float (or its own default 0.25) is meaningful.
+STOCK_FOCAL_LOSS = "yolov5_focal"
+# Upper bound of fl_gamma. The loss kernels (losses.py) stay finite, forward and backward, in
+# float32 up to gamma ~1.8e36 (qfocal; focal and varifocal up to ~3e38, where the float32 cast of
+# gamma itself overflows), measured at logits in [-120, 120]; YOLOv5's stock FocalLoss up to ~1e30.
+# 1e6 keeps 30 orders of magnitude of margin, and no useful gamma comes near it: at gamma 100 the
+# focal weight (1 - p_t)**gamma is already below 3e-5 for any sample with p_t > 0.1.
+# tests/test_hyp.py checks the kernels at this bound.
+FL_GAMMA_MAX = 1.0e6
+_GAMMA_ALLOWED = (
+    f"expected a finite float >= 0 and <= {FL_GAMMA_MAX:g} (the bound up to which the loss kernels are tested to stay finite "
+    "in float32; they overflow near 1e36, and past ~100 the focal weight is 0 for nearly every sample)"
+)
 
 AlphaSpec = Union[float, Tuple[float, ...], str, None]
 
@@ -148,6 +167,27 @@ def _parse_alpha(value: Any, nc: Optional[int]) -> AlphaSpec:
     return alpha
 
 
+def _check_key_names(hyp: Mapping[str, Any]) -> None:
+    """Unknown ``fl_*`` keys are typos. The check ignores case (and ``-`` for ``_``) so that
+    ``FL_GAMMA`` or ``Fl_gamma``, which YOLOv5 would silently ignore, are refused too."""
+    unknown = sorted(
+        k for k in hyp
+        if isinstance(k, str) and k.lower().replace("-", "_").startswith("fl_") and k not in FL_KEYS
+    )
+    if not unknown:
+        return
+    import difflib  # only on the error path: this module is imported by every training process
+
+    def named(key: str) -> str:
+        close = difflib.get_close_matches(key.lower().replace("-", "_"), FL_KEYS, n=1, cutoff=0.6)
+        return f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
+
+    raise HypError(
+        f"unknown hyp key(s) {', '.join(named(k) for k in unknown)}: the fl_* keys are {', '.join(FL_KEYS)}, "
+        "in lower case"
+    )
+
+
 def parse_focal_hyp(
     hyp: Mapping[str, Any],
     nc: Optional[int] = None,
@@ -161,15 +201,11 @@ def parse_focal_hyp(
     """
     if not isinstance(hyp, Mapping):
         raise HypError(f"hyp must be a mapping of keys to values, got {type(hyp).__name__}")
-    unknown = sorted(k for k in hyp if isinstance(k, str) and k.startswith("fl_") and k not in FL_KEYS)
-    if unknown:
-        raise HypError(
-            f"unknown hyp key(s) {', '.join(repr(k) for k in unknown)}: the fl_* keys are {', '.join(FL_KEYS)}"
-        )
+    _check_key_names(hyp)
 
-    gamma = _as_float("fl_gamma", hyp.get("fl_gamma", 0.0), "expected a finite float >= 0")
-    if gamma < 0:
-        raise _fail("fl_gamma", hyp["fl_gamma"], "expected a finite float >= 0")
+    gamma = _as_float("fl_gamma", hyp.get("fl_gamma", 0.0), _GAMMA_ALLOWED)
+    if not 0.0 <= gamma <= FL_GAMMA_MAX:
+        raise _fail("fl_gamma", hyp["fl_gamma"], _GAMMA_ALLOWED)
 
     # without fl_loss, gamma 0 means no modulation at all: plain BCE (YOLOv5's FocalLoss at gamma 0
     # would still multiply alpha), e.g. for an fl_assigner or fl_norm comparison run
@@ -198,6 +234,15 @@ def parse_focal_hyp(
 
     alpha_given = "fl_alpha" in hyp
     alpha = _parse_alpha(hyp["fl_alpha"], nc) if alpha_given else 0.25
+    # Refused whatever fl_apply says (even `obj`, where the class branch that would use it is BCE):
+    # the value means the opposite of what the user asked for, so it is a mistake in the hyp.
+    if alpha == "auto" and loss == "varifocal":
+        raise _fail("fl_alpha", hyp["fl_alpha"], "'auto' cannot be used with fl_loss: varifocal, whose alpha weighs "
+                    "negatives ('auto' derives a weight of positives); use a float in [0, 1]")
+    if alpha_given and loss == STOCK_FOCAL_LOSS and not isinstance(alpha, float):
+        raise _fail("fl_alpha", hyp["fl_alpha"], f"fl_loss: {STOCK_FOCAL_LOSS} (YOLOv5's own FocalLoss class, unmodified) "
+                    "needs a float in [0, 1]; it cannot disable alpha (-1/null), and 'auto' or a per-class list "
+                    "is not the stock loss: use fl_loss: focal for those")
 
     return FocalHyp(
         gamma=gamma,

@@ -5,24 +5,32 @@ for the rest; ``uninstall()`` restores every patched object exactly; ``patched()
 around a ``with`` block. The ``.pth`` start-up hook calls ``hook.register()`` in every
 interpreter, so ``yolov5 train``, ``python -m yolov5.train`` and DDP ranks are covered without
 an explicit ``install()``.
+
+Importing this package must stay cheap: the start-up hook imports it (as the parent of ``hook``)
+in every Python process on the machine, most of which never import yolov5. So nothing heavy is
+imported here: ``compat``, ``yolov5_hooks`` and ``hyp`` (with ``re``, ``logging``, ``inspect``,
+``shutil``, ``pathlib``, ...) load on first use, and the names they define are served by the
+module ``__getattr__`` below (PEP 562), so ``from yolo_focal_plugin.integration import
+SUPPORTED_YOLOV5_VERSIONS`` keeps working.
 """
 from __future__ import annotations
 
-import contextlib
 import sys
-from typing import Iterator
 
-from . import compat, hook
-from .patching import LEDGER
-from .yolov5_hooks import (
-    STATE,
-    SUPPORTED_YOLOV5_VERSIONS,
-    UnsupportedYolov5Version,
-    after_exec,
-    check_version,
-    read_yolov5_version,
-    stand_aside_if_source_patched,
-)
+TYPE_CHECKING = False  # not typing's: importing typing alone costs start-up ~10 ms
+if TYPE_CHECKING:  # for type checkers only: importing these at run time is what start-up must avoid
+    from contextlib import AbstractContextManager
+
+    from .patching import LEDGER
+    from .yolov5_hooks import (
+        STATE,
+        SUPPORTED_YOLOV5_VERSIONS,
+        UnsupportedYolov5Version,
+        after_exec,
+        check_version,
+        read_yolov5_version,
+        stand_aside_if_source_patched,
+    )
 
 __all__ = [
     "install",
@@ -34,6 +42,37 @@ __all__ = [
     "UnsupportedYolov5Version",
 ]
 
+# name -> module that defines it, imported on first access
+_LAZY = {
+    "LEDGER": "patching",
+    "STATE": "yolov5_hooks",
+    "SUPPORTED_YOLOV5_VERSIONS": "yolov5_hooks",
+    "UnsupportedYolov5Version": "yolov5_hooks",
+    "after_exec": "yolov5_hooks",
+    "check_version": "yolov5_hooks",
+    "read_yolov5_version": "yolov5_hooks",
+    "stand_aside_if_source_patched": "yolov5_hooks",
+}
+# submodules that used to be imported eagerly, so ``integration.compat`` worked without an import
+_SUBMODULES = ("compat", "hook", "patching", "yolov5_hooks")
+
+
+def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
+
 
 def install(force: bool = False) -> None:
     """Patch yolov5 now (modules already imported) and on import (the rest). Idempotent.
@@ -41,6 +80,9 @@ def install(force: bool = False) -> None:
     Raises :class:`UnsupportedYolov5Version` for a yolov5 the patches were not verified against,
     unless ``force=True`` or ``YOLO_FOCAL_FORCE=1`` (then it warns).
     """
+    from . import compat, hook
+    from .yolov5_hooks import STATE, after_exec, check_version, read_yolov5_version, stand_aside_if_source_patched
+
     package = sys.modules.get("yolov5")
     if package is not None:
         origin = getattr(package, "__file__", None)
@@ -65,6 +107,10 @@ def install(force: bool = False) -> None:
 
 def uninstall() -> None:
     """Undo every patch and remove the import hook; yolov5 behaves as if the plugin were absent."""
+    from . import compat, hook
+    from .patching import LEDGER
+    from .yolov5_hooks import STATE
+
     LEDGER.restore_all()
     hook.unregister()
     STATE.applied.clear()
@@ -74,21 +120,31 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
+    from . import hook
+    from .yolov5_hooks import STATE
+
     return bool(STATE.enabled) and hook.registered()
 
 
 def applied_patches() -> list:
     """Labels of the objects currently patched, oldest first."""
+    from .patching import LEDGER
+
     return LEDGER.labels()
 
 
-@contextlib.contextmanager
-def patched(force: bool = False) -> Iterator[None]:
+def patched(force: bool = False) -> "AbstractContextManager[None]":
     """``with patched(): ...`` installs the plugin and restores yolov5 exactly afterwards."""
-    was_installed = installed()
-    install(force=force)
-    try:
-        yield
-    finally:
-        if not was_installed:
-            uninstall()
+    import contextlib
+
+    @contextlib.contextmanager
+    def scope():  # type: ignore[no-untyped-def]
+        was_installed = installed()
+        install(force=force)
+        try:
+            yield
+        finally:
+            if not was_installed:
+                uninstall()
+
+    return scope()

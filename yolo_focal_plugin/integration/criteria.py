@@ -115,9 +115,7 @@ def _alpha_kwargs(cfg: FocalHyp, branch: str, nc: int, class_weights: Optional[t
     # per-class alpha has no meaning for the single objectness channel: that branch keeps the loss default
     if branch == "obj":
         return {}
-    if alpha == "auto":
-        if cfg.loss == "varifocal":
-            raise HypError("hyp key 'fl_alpha' has invalid value 'auto' with fl_loss: varifocal (its alpha weighs negatives); use a float")
+    if alpha == "auto":  # parse_focal_hyp has refused it with varifocal
         derived = auto_alpha(class_weights, nc)
         if derived is None:
             return {}

@@ -14,11 +14,17 @@ module is imported from inside another one's post-load hook (seen with ``yolov5.
 """
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
+import _thread
 import sys
-import threading
-from typing import Any, Optional
+
+# Start-up cost (#15): this module is imported in every interpreter, so it imports nothing that
+# the interpreter has not loaded already. typing, importlib.abc (which pulls importlib.resources,
+# tempfile, shutil, random ...) and threading cost tens of ms together; the names below are for
+# annotations only (postponed by the __future__ import), and the classes need no ABC base.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import importlib.machinery
+    from typing import Any, Optional
 
 # The same modules in a git clone of ultralytics/yolov5 (names relative to the clone's root), plus
 # the seam that prepares a ``python train.py`` run (``utils.torch_utils.select_device``).
@@ -47,7 +53,7 @@ WATCHED = (
     "yolov5.segment.train",
 )
 
-_lock = threading.RLock()
+_lock = _thread.RLock()
 
 
 def _is_clone_module(fullname: str, spec: importlib.machinery.ModuleSpec) -> bool:
@@ -57,10 +63,10 @@ def _is_clone_module(fullname: str, spec: importlib.machinery.ModuleSpec) -> boo
     return root is not None and looks_like_clone(root)
 
 
-class _PostImportLoader(importlib.abc.Loader):
+class _PostImportLoader:
     """Delegates to the real loader, then runs the plugin's hook for the module."""
 
-    def __init__(self, loader: importlib.abc.Loader, fullname: str) -> None:
+    def __init__(self, loader: Any, fullname: str) -> None:
         self._loader = loader
         self._fullname = fullname
 
@@ -88,7 +94,7 @@ class _PostImportLoader(importlib.abc.Loader):
         return getattr(self._loader, name)
 
 
-class YoloFocalFinder(importlib.abc.MetaPathFinder):
+class YoloFocalFinder:
     """Finds watched modules through the other finders and wraps their loaders."""
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Optional[importlib.machinery.ModuleSpec]:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .space import BASELINE, SearchSpace, SweepError, Unit, fmt_extra, fmt_value
 from .study import (
+    PLAN_ATTR,
     PLANNED_ATTR,
     STALE_MAX_RETRY,
     DEFAULT_HEARTBEAT,
@@ -291,8 +292,6 @@ def _validate_units(space: SearchSpace, base: Dict[str, Any], nc: Optional[int],
             raise SweepError(f"{unit.describe()}: {exc}") from None
         if unit.is_baseline and not cfg.is_stock:
             raise SweepError(f"internal error: the baseline hyp is not stock ({cfg.describe()})")
-        if cfg.alpha == "auto" and unit.loss == "varifocal":
-            raise SweepError("fl_alpha: auto cannot be used with varifocal (its alpha weighs negatives)")
 
 
 def _known_losses() -> Tuple[str, ...]:
@@ -379,7 +378,10 @@ def prepare_sweep(config: SweepConfig, create: bool = True) -> Prepared:
     study = None
     created = False
     if create:
-        study, created = create_or_load_study(storage, config.study, plan)
+        # the SQLite file's claim lock also spans creation -> plan, so a bare study is a dead creator's
+        lock = _ClaimLock(sqlite_file.with_name(sqlite_file.name + ".lock")) if sqlite_file is not None else None
+        study, created = create_or_load_study(storage, config.study, plan, lock=lock,
+                                              notify=config.print_fn or print)
     return Prepared(
         config=config, space=space, plan=plan, storage_url=storage_url, storage=storage, study=study,
         created=created, runs_dir=runs_dir, threads=threads, workers=workers, known_losses=known,
@@ -533,11 +535,22 @@ class SweepEngine:
     def wait_for_plan(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while not self.study.user_attrs.get(PLANNED_ATTR):
+            if self._creator_gone():
+                self.say("the study's creator stopped before queueing the whole plan: queueing the missing units here")
+                self.queue_plan()
+                return
             if time.monotonic() > deadline:
                 self.say("the study's creator did not finish queueing the plan: queueing the missing units here")
                 self.queue_plan()
                 return
             time.sleep(1.0)
+
+    def _creator_gone(self) -> bool:
+        """True when the process that created the study ran on this machine and has exited (killed
+        while queueing the plan): its units are queued here at once instead of after ``timeout``."""
+        created = (self.study.user_attrs.get(PLAN_ATTR) or {}).get("created") or {}
+        pid = created.get("pid")
+        return created.get("host") == self.host and isinstance(pid, int) and pid != self.pid and not _pid_alive(pid)
 
     # ------------------------------------------------------------------ status
 

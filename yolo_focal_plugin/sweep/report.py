@@ -228,15 +228,31 @@ def _verdict(rows: List[Row], base: Optional[Row]) -> Tuple[str, Optional[Row]]:
                 f"{top.n} vs {base.n} seeds).{extra}"), top
     higher = [r for r in others if r.mean_map > base.mean_map]
     if not higher:
-        return (f"No setting beats the baseline: every focal-loss setting scored a lower mean mAP50-95 than "
-                f"stock YOLOv5 BCE ({base.mean_map:.{D}f}, {base.n} seeds). Keep fl_gamma: 0."), base
+        equal = sum(1 for r in others if r.mean_map == base.mean_map)
+        if equal == len(others):
+            how = "every focal-loss setting scored the same mean mAP50-95 as"
+        elif equal:
+            how = f"no focal-loss setting scored a higher mean mAP50-95 ({equal} the same, {len(others) - equal} lower) than"
+        else:
+            how = "every focal-loss setting scored a lower mean mAP50-95 than"
+        zero = " Every run scored 0: train longer (--epochs) before comparing." if all(
+            v == 0 for r in scored for v in r.map50_95) else ""
+        return (f"No setting beats the baseline: {how} stock YOLOv5 BCE ({base.mean_map:.{D}f}, {base.n} seeds). "
+                f"Keep fl_gamma: 0.{zero}"), base
     top = max(higher, key=lambda r: r.mean_map)
     t = top.test
     why = (f"Welch p = {t.p:.3g}, 95% CI of the difference [{t.ci_low:+.{D}f}, {t.ci_high:+.{D}f}] includes 0"
-           if t is not None else f"a significance test needs >= 2 completed seeds on both sides ({top.n} vs {base.n})")
+           if t is not None else f"no significance test: {_no_test_reason(top, base)}")
     return (f"No setting beats the baseline significantly. Highest mean: {top.label()} with mAP50-95 "
             f"{top.mean_map:.{D}f} vs {base.mean_map:.{D}f} ({top.mean_map - base.mean_map:+.{D}f}), but {why}. "
             f"Run more seeds (--seeds) or epochs before switching from BCE."), top
+
+
+def _no_test_reason(row: Row, base: Optional[Row]) -> str:
+    """Why ``welch`` gave no result for ``row`` against the baseline (one wording for table and verdict)."""
+    if base is None or row.n < 2 or base.n < 2:
+        return f"needs ≥2 completed seeds each, has {row.n} vs {base.n if base else 0}"
+    return "every seed of both scored the same: no spread to test"
 
 
 # --------------------------------------------------------------------------- output
@@ -265,7 +281,8 @@ def table_rows(report: Report) -> List[Dict[str, str]]:
             diff = p = ci = sig = "(reference)"
         elif t is None:
             diff = f"{r.mean_map - report.baseline.mean_map:+.{D}f}" if report.baseline and r.n and report.baseline.n else "-"
-            p, ci, sig = "n/a", "n/a", "n/a (needs ≥2 seeds each)" if r.n else "-"
+            p, ci = "n/a", "n/a"
+            sig = f"n/a ({_no_test_reason(r, report.baseline)})" if r.n else "-"
         else:
             diff = f"{t.diff:+.{D}f}"
             p = f"{t.p:.3g}"

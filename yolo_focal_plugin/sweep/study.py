@@ -15,6 +15,7 @@ created with, so a second command on the same study can be checked against it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .space import SearchSpace, SetSpec, SweepError, Unit
 
@@ -231,47 +232,109 @@ def _worker_identity() -> Dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def create_or_load_study(storage: Any, name: str, plan: Plan, wait_for_plan: float = 120.0) -> Tuple[Any, bool]:
+# Without a cross-process lock (PostgreSQL, MySQL), how long a study with no plan and no trials may
+# stay so before it counts as left behind by a creator killed between ``create_study`` and writing
+# the plan (a gap of ~36 ms measured). A creator stalled longer is not lost: see create_or_load_study.
+ADOPT_AFTER = 5.0
+
+
+def _is_bare(study: Any) -> bool:
+    """No user attribute and no trial: what ``create_study`` leaves before the plan is written."""
+    return not study.user_attrs and not study.get_trials(deepcopy=False)
+
+
+def create_or_load_study(
+    storage: Any,
+    name: str,
+    plan: Plan,
+    lock: Optional[ContextManager[Any]] = None,
+    adopt_after: float = ADOPT_AFTER,
+    notify: Optional[Callable[[str], None]] = None,
+) -> Tuple[Any, bool]:
     """Create the study (this process then queues the plan) or load it and check it matches.
 
     Exactly one process creates a study (the storage's unique name constraint), so the plan is
-    queued once even when several workers start together; the others wait until it is queued.
-    Returns ``(study, created)``.
+    queued once even when several workers start together. Returns ``(study, created)``.
+
+    A process killed between creating the study and writing its plan leaves a *bare* study (no
+    attribute, no trial): the same command must resume it, so a bare study is deleted and created
+    again, by this process. ``lock`` (a cross-process lock, the SQLite file's) is held from creation
+    to plan, so a bare study seen under it is certainly a dead creator's; without one, a study bare
+    for ``adopt_after`` seconds is taken as such. A creator that stalled longer finds its study gone
+    and simply starts over, here, as a loader.
     """
     import optuna
 
     quiet_optuna()
+    guard: ContextManager[Any] = lock if lock is not None else contextlib.nullcontext()
+    for _ in range(5):  # each round either returns or removes one dead creator's bare study
+        with guard:
+            try:
+                study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=False)
+            except optuna.exceptions.DuplicatedStudyError:
+                study = None
+            if study is not None:
+                plan.created = _worker_identity()
+                try:
+                    study.set_user_attr(PLAN_ATTR, plan.to_json())
+                except KeyError:  # deleted as a dead creator's (no lock, stalled > adopt_after): start over
+                    continue
+                return study, True
+        study = _load_planned(storage, name, guard, 0.0 if lock is not None else adopt_after, notify)
+        if study is None:
+            continue
+        stored = Plan.from_json(study.user_attrs[PLAN_ATTR])
+        diffs = plan_differences(stored, plan)
+        if diffs:
+            raise SweepError(
+                f"study {name!r} was created with a different search space or settings, so its results "
+                f"cannot be mixed with this command's:\n  - " + "\n  - ".join(diffs) +
+                "\nRe-run with the study's original options to resume it, or use a new --study name."
+            )
+        if plan.trials is not None and plan.trials != stored.trials:
+            stored.trials = plan.trials  # a sampled sweep may be extended (or shortened) on resume
+            study.set_user_attr(PLAN_ATTR, stored.to_json())
+        return study, False
+    raise SweepError(f"study {name!r}: could not create or load it (it kept disappearing); is another tool deleting it?")
+
+
+def _load_planned(
+    storage: Any, name: str, guard: ContextManager[Any], adopt_after: float, notify: Optional[Callable[[str], None]]
+) -> Optional[Any]:
+    """The existing study once it has its plan; None after deleting a dead creator's bare study
+    (or when it vanished meanwhile): the caller creates it again."""
+    import optuna
+
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=False)
-        plan.created = _worker_identity()
-        study.set_user_attr(PLAN_ATTR, plan.to_json())
-        return study, True
-    except optuna.exceptions.DuplicatedStudyError:
-        pass
-    study = optuna.load_study(storage=storage, study_name=name)
-    deadline = time.monotonic() + wait_for_plan
+        study = optuna.load_study(storage=storage, study_name=name)
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    deadline = time.monotonic() + adopt_after
     while True:
-        stored_json = study.user_attrs.get(PLAN_ATTR)
-        if stored_json is not None or time.monotonic() > deadline:
+        if PLAN_ATTR in study.user_attrs:
+            return study
+        if not _is_bare(study):  # trials or attributes of its own: somebody else's study, keep it
+            raise SweepError(
+                f"study {name!r} exists in this storage but was not created by yolo-focal sweep "
+                f"(no {PLAN_ATTR} attribute, and it has trials or attributes); use another --study name"
+            )
+        if time.monotonic() >= deadline:
             break
-        time.sleep(1.0)
-    if stored_json is None:
-        raise SweepError(
-            f"study {name!r} exists in this storage but was not created by yolo-focal sweep "
-            f"(no {PLAN_ATTR} attribute); use another --study name"
-        )
-    stored = Plan.from_json(stored_json)
-    diffs = plan_differences(stored, plan)
-    if diffs:
-        raise SweepError(
-            f"study {name!r} was created with a different search space or settings, so its results "
-            f"cannot be mixed with this command's:\n  - " + "\n  - ".join(diffs) +
-            "\nRe-run with the study's original options to resume it, or use a new --study name."
-        )
-    if plan.trials is not None and plan.trials != stored.trials:
-        stored.trials = plan.trials  # a sampled sweep may be extended (or shortened) on resume
-        study.set_user_attr(PLAN_ATTR, stored.to_json())
-    return study, False
+        time.sleep(0.1)
+    with guard:  # with the lock, a live creator would be holding it until its plan is written
+        try:
+            if PLAN_ATTR in study.user_attrs:
+                return study
+            if not _is_bare(study):
+                return _load_planned(storage, name, guard, adopt_after, notify)  # raises the message above
+            storage.delete_study(study_id)  # by id: never a study that another process created since
+        except KeyError:
+            return None  # deleted meanwhile by another process resuming the same command
+    if notify is not None:
+        notify(f"study {name!r} had no plan and no trials (its creator was stopped right after creating it): "
+               "created it again")
+    return None
 
 
 def load_study(storage: Any, name: str) -> Tuple[Any, Plan]:
