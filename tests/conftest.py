@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Sequence
 
 import pytest
 
-from yolo_focal_plugin.synth import SynthConfig, generate
+from yolo_focal_plugin.experiments.synth import SynthConfig, generate
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from yolo_focal_plugin import assign_stats as A
+from yolo_focal_plugin.experiments import assign_stats as A
 
 P5_ANCHORS = [[(10, 13), (16, 30), (33, 23)], [(30, 61), (62, 45), (59, 119)], [(116, 90), (156, 198), (373, 326)]]
 STRIDES = [8, 16, 32]

@@ -10,7 +10,7 @@ from typing import List, Sequence
 import pytest
 import yaml
 
-from yolo_focal_plugin import compare as C
+from yolo_focal_plugin.experiments import compare as C
 
 KEYS = ["train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision", "metrics/recall",
         "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss", "val/obj_loss", "val/cls_loss",

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from conftest import TINY
-from yolo_focal_plugin.demo import DEFAULT_SETTINGS, DemoSetting, finished_run, run_demo, run_demo_seeds, write_hyp
-from yolo_focal_plugin.evidence import (EVIDENCE_DATASETS, EVIDENCE_SETTINGS, Row, first_nan_epoch, plot_evidence,
+from yolo_focal_plugin.experiments.demo import DEFAULT_SETTINGS, DemoSetting, finished_run, run_demo, run_demo_seeds, write_hyp
+from yolo_focal_plugin.experiments.evidence import (EVIDENCE_DATASETS, EVIDENCE_SETTINGS, Row, first_nan_epoch, plot_evidence,
                                         run_evidence, select_settings, summarise)
 
 
@@ -82,7 +82,7 @@ def test_finished_run_needs_every_epoch_and_the_same_hyp(tmp_path):
 def test_generated_dataset_is_found_only_when_complete_and_identical(tmp_path):
     from dataclasses import replace
 
-    from yolo_focal_plugin.synth import generate, generated_dataset
+    from yolo_focal_plugin.experiments.synth import generate, generated_dataset
 
     cfg = replace(TINY, n_train=4, n_val=2)
     assert generated_dataset(tmp_path, cfg) is None
@@ -102,7 +102,7 @@ def test_evidence_plot_is_a_real_png(tmp_path):
 
 @pytest.mark.slow
 def test_demo_trains_each_setting_and_compares(tmp_path):
-    from yolo_focal_plugin.compare import run_compare
+    from yolo_focal_plugin.experiments.compare import run_compare
 
     settings = DEFAULT_SETTINGS[:2]
     run_dirs = run_demo(tmp_path, epochs=1, img=64, batch=8, data_cfg=TINY, settings=settings, parallel=2)

@@ -26,13 +26,13 @@ yolov5_spec = importlib.util.find_spec("yolov5")  # located, not imported: this 
 if yolov5_spec is None:
     pytest.skip("yolov5 is not installed", allow_module_level=True)
 
-from yolo_focal_plugin import patch_cli  # noqa: E402
+from yolo_focal_plugin.cli import patch as patch_cli  # noqa: E402
 from yolo_focal_plugin.integration.yolov5_hooks import source_patched_dir  # noqa: E402
-from yolo_focal_plugin.vendor import load_manifest, load_series, patches_dir  # noqa: E402
-from yolo_focal_plugin.vendor import apply as vendor_apply  # noqa: E402
-from yolo_focal_plugin.vendor.edits import YOLOV5_VERSION, AnchorError  # noqa: E402
-from yolo_focal_plugin.vendor.generate import build, render, stale_files  # noqa: E402
-from yolo_focal_plugin.vendor.generate import main as generate_main  # noqa: E402
+from yolo_focal_plugin.sourcepatch import load_manifest, load_series, patches_dir  # noqa: E402
+from yolo_focal_plugin.sourcepatch import apply as vendor_apply  # noqa: E402
+from yolo_focal_plugin.sourcepatch.edits import YOLOV5_VERSION, AnchorError  # noqa: E402
+from yolo_focal_plugin.sourcepatch.generate import build, render, stale_files  # noqa: E402
+from yolo_focal_plugin.sourcepatch.generate import main as generate_main  # noqa: E402
 
 INSTALLED = Path(yolov5_spec.origin).resolve().parent
 PATCHES = patches_dir(YOLOV5_VERSION)
@@ -83,7 +83,7 @@ def test_committed_patches_are_what_the_generator_makes_from_the_installed_yolov
     patches, manifest = build(INSTALLED)
     assert manifest["yolov5_version"] == YOLOV5_VERSION
     stale = stale_files(PATCHES, render(patches, manifest))
-    assert not stale, f"stale: {stale}; run `python -m yolo_focal_plugin.vendor.generate`"
+    assert not stale, f"stale: {stale}; run `python -m yolo_focal_plugin.sourcepatch.generate`"
 
 
 def test_every_inserted_line_is_tagged_and_only_calls_into_the_plugin():

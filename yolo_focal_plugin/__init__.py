@@ -5,7 +5,11 @@ by the ``.pth`` hook. Heavy modules load on first use.
 """
 from __future__ import annotations
 
+from . import _moved
+
 __version__ = "0.1.0"
+
+_moved.register()
 
 __all__ = ["__version__", "install", "uninstall", "installed", "patched"]
 

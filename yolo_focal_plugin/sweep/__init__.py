@@ -31,7 +31,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(report, name)
     if name == "run_small_sweep":
-        from .demo import run_small_sweep
+        from .small_sweep import run_small_sweep
 
         return run_small_sweep
     raise AttributeError(name)

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import yaml
 
-from .retina import RetinaMatcher, anchors_for_image, grid_anchor_boxes, positives_per_gt
+from ..retina import RetinaMatcher, anchors_for_image, grid_anchor_boxes, positives_per_gt
 
 __all__ = [
     "ASSIGNERS",
@@ -390,7 +390,7 @@ def _resolve_hyp(hyp: Union[dict, str, Path, None]) -> dict:
         return {}
     if isinstance(hyp, dict):
         return hyp
-    from .hyp import resolve_hyp_path
+    from ..hyp import resolve_hyp_path
 
     p = Path(hyp)
     if not p.is_file():

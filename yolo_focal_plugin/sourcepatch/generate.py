@@ -1,10 +1,10 @@
 """Generate ``patches/yolov5-<version>/`` (or ``patches/clone-<tag>/``) from a pristine yolov5 source
 and the edits in ``edits.py``.
 
-    python -m yolo_focal_plugin.vendor.generate            # from the installed yolov5 package
-    python -m yolo_focal_plugin.vendor.generate --check    # fail if the committed patches are stale
-    python -m yolo_focal_plugin.vendor.generate --source /path/to/yolov5-7.0.15 --out /tmp/p
-    python -m yolo_focal_plugin.vendor.generate --clone /path/to/yolov5 --tag v7.0 --commit 915bbf2...
+    python -m yolo_focal_plugin.sourcepatch.generate            # from the installed yolov5 package
+    python -m yolo_focal_plugin.sourcepatch.generate --check    # fail if the committed patches are stale
+    python -m yolo_focal_plugin.sourcepatch.generate --source /path/to/yolov5-7.0.15 --out /tmp/p
+    python -m yolo_focal_plugin.sourcepatch.generate --clone /path/to/yolov5 --tag v7.0 --commit 915bbf2...
                                                            # a clone of ultralytics/yolov5 (python train.py)
 
 Each edit's anchor must occur exactly once in the pristine file or generation stops, naming the
@@ -26,7 +26,7 @@ from . import MANIFEST, SERIES
 from .edits import AnchorError, PatchSpec, patched_files, specs
 from .unidiff import parse_patch, split_lines
 
-GENERATOR = "python -m yolo_focal_plugin.vendor.generate"
+GENERATOR = "python -m yolo_focal_plugin.sourcepatch.generate"
 
 
 def sha256(data: bytes) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
-from ..synth import SynthConfig, generate
+from ..experiments.synth import SynthConfig, generate
 
 __all__ = ["DEMO_DATA", "SmallSweep", "run_small_sweep", "demo_command"]
 

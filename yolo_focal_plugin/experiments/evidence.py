@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence
 from .compare import _fitness, read_results
 from .demo import DemoSetting, demo_dataset, run_demo_seeds
 from .synth import SynthConfig
-from .sweep.stats import mean, std, welch
+from ..sweep.stats import mean, std, welch
 
 __all__ = ["EVIDENCE_SETTINGS", "EVIDENCE_DATASETS", "EvidenceDataset", "Row", "select_settings", "run_evidence",
            "summarise", "plot_evidence"]

@@ -11,30 +11,30 @@ import importlib
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import __version__
+from .. import __version__
 
 YOLOV5_COMMANDS = ("train", "val", "detect", "export", "segment", "classify", "benchmarks")
 
 # name -> (module, help); each module has add_arguments(parser) and run_from_args(args) -> int
 COMMANDS: Dict[str, Tuple[str, str]] = {
-    "demo": ("yolo_focal_plugin.demo", "generate an imbalanced dataset, train BCE vs focal, print a table and plot"),
-    "synth": ("yolo_focal_plugin.synth", "generate a class-imbalanced synthetic detection dataset"),
-    "assign-stats": ("yolo_focal_plugin.assign_stats",
+    "demo": ("yolo_focal_plugin.experiments.demo_command", "generate an imbalanced dataset, train BCE vs focal, print a table and plot"),
+    "synth": ("yolo_focal_plugin.experiments.synth", "generate a class-imbalanced synthetic detection dataset"),
+    "assign-stats": ("yolo_focal_plugin.experiments.assign_stats",
                      "positives per object and anchor imbalance: YOLOv5's assignment vs the RetinaNet IoU matcher"),
-    "compare": ("yolo_focal_plugin.compare", "side-by-side final/best P, R, mAP of yolov5 runs, plus mAP curves"),
+    "compare": ("yolo_focal_plugin.experiments.compare", "side-by-side final/best P, R, mAP of yolov5 runs, plus mAP curves"),
     "sweep": ("yolo_focal_plugin.sweep.command", "gamma/alpha sweep on Optuna: grid or sampled, multi-seed, resumable, parallel"),
     "report": ("yolo_focal_plugin.sweep.report", "report of a sweep: mAP per setting vs the baseline, heatmap, best hyp"),
-    "patch": ("yolo_focal_plugin.patch_cli", "check|apply|revert the plugin's source patches on a vendored yolov5 copy"),
+    "patch": ("yolo_focal_plugin.cli.patch", "check|apply|revert the plugin's source patches on a vendored yolov5 copy"),
 }
 
 
 def _run_yolov5(argv: List[str]) -> int:
     import os
 
-    from .hyp import HypError
+    from ..hyp import HypError
 
     if os.environ.get("YOLO_FOCAL_DISABLE", "").strip().lower() not in ("1", "true", "yes", "on"):
-        from .integration import install
+        from ..integration import install
 
         install()
     import yolov5.cli

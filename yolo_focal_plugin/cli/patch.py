@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, TextIO
 
-from .vendor import available_versions, clone_patch_sets, load_manifest
-from .vendor.apply import BACKENDS, Backend, PatchError, Tree, choose_backend, inspect_tree, transaction
+from ..sourcepatch import available_versions, clone_patch_sets, load_manifest
+from ..sourcepatch.apply import BACKENDS, Backend, PatchError, Tree, choose_backend, inspect_tree, transaction
 
 OK, REFUSED, UNSUPPORTED = 0, 1, 2
 

@@ -1,0 +1,8 @@
+"""The ``yolo-focal`` command line: ``main`` dispatches to one module per subcommand.
+
+``main.py`` holds the dispatcher (and the pass-through to yolov5's own CLI); ``patch.py`` is
+``yolo-focal patch``. The other subcommands live with the code they drive (experiments, sweep).
+"""
+from .main import main
+
+__all__ = ["main"]
