@@ -72,3 +72,14 @@ def test_ignore_masked_leaves_ignored_cells_out():
     full = nn.functional.binary_cross_entropy_with_logits(pred, true, reduction="none")
     torch.testing.assert_close(crit(pred, true), full[~mask].mean())
     assert crit.masks == []
+
+
+def test_ignore_masked_without_a_mask_is_an_error_not_ignore_nothing():
+    crit = IgnoreMasked(nn.BCEWithLogitsLoss(), "mean")
+    pred, true = torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2)
+    with pytest.raises(RuntimeError, match="no ignore mask"):
+        crit(pred, true)
+    crit.set_masks([torch.zeros(1, 3, 4, 4, dtype=torch.bool)])
+    with pytest.raises(RuntimeError, match="mask of shape"):
+        crit(pred, true)
+

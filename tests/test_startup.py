@@ -65,8 +65,8 @@ def _shadow_plugin(root: Path, hook_source: str) -> None:
     """A copy of the plugin's start-up path whose hook module runs ``hook_source`` when imported."""
     package = root / "yolo_focal_plugin"
     (package / "integration").mkdir(parents=True)
-    shutil.copy(REPO / "yolo_focal_plugin" / "__init__.py", package / "__init__.py")
-    shutil.copy(REPO / "yolo_focal_plugin" / "_startup.py", package / "_startup.py")
+    for name in ("__init__.py", "_moved.py", "env.py", "_startup.py"):  # what start-up imports before the hook
+        shutil.copy(REPO / "yolo_focal_plugin" / name, package / name)
     (package / "integration" / "__init__.py").write_text("")
     (package / "integration" / "hook.py").write_text(hook_source)
 

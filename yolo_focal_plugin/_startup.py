@@ -5,9 +5,14 @@ imported, so processes that never import yolov5 pay nothing (``benchmarks/bench_
 measures it; ``tests/test_startup.py`` checks that no heavy module is imported here).
 ``YOLO_FOCAL_DISABLE=1`` makes it inert.
 """
-import os
+try:
+    from yolo_focal_plugin.env import DISABLE as _DISABLE, flag as _flag
 
-if os.environ.get("YOLO_FOCAL_DISABLE", "").strip().lower() not in ("1", "true", "yes", "on"):
+    _disabled = _flag(_DISABLE)
+except BaseException:  # noqa: B036 - see below; a broken plugin counts as disabled
+    _disabled = True
+
+if not _disabled:
     try:
         from yolo_focal_plugin.integration.hook import register as _register
 

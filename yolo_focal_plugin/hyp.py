@@ -36,6 +36,9 @@ __all__ = [
     "FocalHyp",
     "FL_KEYS",
     "parse_focal_hyp",
+    "loss_names",
+    "check_alpha_classes",
+    "PLAIN_BCE",
     "bundled_hyp_dir",
     "bundled_hyps",
     "resolve_hyp_path",
@@ -53,7 +56,9 @@ FL_KEYS = (
 APPLY_CHOICES = ("cls", "obj", "both")
 NORM_CHOICES = ("mean", "positives")
 ASSIGNER_CHOICES = ("yolov5", "retina")
-BUILTIN_LOSSES = ("focal", "varifocal", "qfocal", "bce")
+TASKS = ("detect", "segment")
+#: ``fl_loss`` value for YOLOv5's plain BCE: no wrapper (the registry holds the wrappers' names)
+PLAIN_BCE = "bce"
 # YOLOv5's own FocalLoss class, unmodified (registered by an entry point in pyproject.toml). It
 # computes ``true * alpha`` with no None branch, and it is there to reproduce the stock loss, which
 # has no per-class or derived alpha: only a float (or its own default 0.25) is meaningful.
@@ -140,6 +145,12 @@ def _as_float(key: str, value: Any, allowed: str) -> float:
     return value
 
 
+def check_alpha_classes(alphas: Sequence[float], nc: int) -> None:
+    """A per-class ``fl_alpha`` has one value per class: raise :class:`HypError` otherwise."""
+    if len(alphas) != nc:
+        raise HypError(f"hyp key 'fl_alpha' has {len(alphas)} per-class values but the dataset has nc={nc} classes")
+
+
 def _parse_alpha(value: Any, nc: Optional[int]) -> AlphaSpec:
     allowed = "expected a float in [0, 1], a list of one float in [0, 1] per class, 'auto', or -1/null to disable"
     if value is None:
@@ -154,10 +165,8 @@ def _parse_alpha(value: Any, nc: Optional[int]) -> AlphaSpec:
         alphas = tuple(_as_float("fl_alpha", v, allowed) for v in value)
         if any(not 0.0 <= a <= 1.0 for a in alphas):
             raise _fail("fl_alpha", value, allowed)
-        if nc is not None and len(alphas) != nc:
-            raise HypError(
-                f"hyp key 'fl_alpha' has {len(alphas)} per-class values but the dataset has nc={nc} classes"
-            )
+        if nc is not None:
+            check_alpha_classes(alphas, nc)
         return alphas
     alpha = _as_float("fl_alpha", value, allowed)
     if alpha == -1.0:
@@ -192,11 +201,13 @@ def parse_focal_hyp(
     hyp: Mapping[str, Any],
     nc: Optional[int] = None,
     known_losses: Optional[Sequence[str]] = None,
+    task: str = "detect",
 ) -> FocalHyp:
     """Validate the ``fl_*`` keys of ``hyp`` and return them as a :class:`FocalHyp`.
 
     ``nc`` (number of classes), when known, checks the length of a per-class ``fl_alpha``.
     ``known_losses`` defaults to the loss registry's names plus ``bce``.
+    ``task`` is ``detect`` or ``segment``: YOLOv5's segmentation training supports fewer keys.
     Raises :class:`HypError` for unknown ``fl_*`` keys (typos) and invalid values.
     """
     if not isinstance(hyp, Mapping):
@@ -209,12 +220,10 @@ def parse_focal_hyp(
 
     # without fl_loss, gamma 0 means no modulation at all: plain BCE (YOLOv5's FocalLoss at gamma 0
     # would still multiply alpha), e.g. for an fl_assigner or fl_norm comparison run
-    loss = hyp.get("fl_loss", "focal" if gamma > 0 else "bce")
+    loss = hyp.get("fl_loss", "focal" if gamma > 0 else PLAIN_BCE)
     if "fl_loss" in hyp:
         if known_losses is None:
-            from .registry import available_losses
-
-            known_losses = tuple(available_losses()) + ("bce",)
+            known_losses = loss_names()
         if not isinstance(loss, str) or loss not in known_losses:
             raise _fail("fl_loss", loss, f"expected one of {', '.join(sorted(set(known_losses)))}")
 
@@ -243,6 +252,13 @@ def parse_focal_hyp(
         raise _fail("fl_alpha", hyp["fl_alpha"], f"fl_loss: {STOCK_FOCAL_LOSS} (YOLOv5's own FocalLoss class, unmodified) "
                     "needs a float in [0, 1]; it cannot disable alpha (-1/null), and 'auto' or a per-class list "
                     "is not the stock loss: use fl_loss: focal for those")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task == "segment" and assigner == "retina":
+        raise _fail("fl_assigner", assigner, "the RetinaNet assigner supports detection, not segmentation")
+    if task == "segment" and warmup > 0:
+        raise _fail("fl_gamma_warmup", hyp["fl_gamma_warmup"], "YOLOv5's segmentation train() runs no epoch "
+                    "callbacks, so gamma would never ramp up; remove the key or set it to 0")
 
     return FocalHyp(
         gamma=gamma,
@@ -256,6 +272,16 @@ def parse_focal_hyp(
         assigner=assigner,
         present_keys=tuple(k for k in FL_KEYS if k in hyp),
     )
+
+
+def loss_names() -> Tuple[str, ...]:
+    """Every valid ``fl_loss`` value: the registry's names (built-ins, registered, entry points) and ``bce``.
+
+    Imports no torch: the registry resolves classes only when a loss is built.
+    """
+    from .registry import available_losses
+
+    return tuple(sorted(set(available_losses()) | {PLAIN_BCE}))
 
 
 def bundled_hyp_dir() -> Path:

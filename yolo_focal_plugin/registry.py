@@ -19,9 +19,10 @@ or from an installed package, without importing it up front, through the entry-p
     [project.entry-points."yolo_focal_plugin.losses"]
     poly_focal = "my_pkg.losses:PolyFocal"
 
-Entry points are listed by :func:`available_losses` without being imported and are loaded on the
-first :func:`get_loss` of their name. A name registered in-process (the built-ins included) takes
-precedence over an entry point of the same name. Names are case-insensitive.
+Entry points and the built-ins are listed by :func:`available_losses` without being imported
+(importing this module imports no torch) and are loaded on the first :func:`get_loss` of their
+name. A name registered in-process (the built-ins included) takes precedence over an entry point
+of the same name. Names are case-insensitive.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from importlib import metadata
 from typing import Callable, Dict, List, Optional, TypeVar, Union, overload
 
 __all__ = [
+    "BUILTIN_LOSSES",
     "ENTRY_POINT_GROUP",
     "UnknownLossError",
     "available_losses",
@@ -40,6 +42,14 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "yolo_focal_plugin.losses"
+
+# The built-in names and where their classes live. Resolved on first use, so that listing or
+# validating names (hyp.py, at start-up and in the sweep's parent process) never imports torch.
+BUILTIN_LOSSES: Dict[str, str] = {
+    "focal": "yolo_focal_plugin.losses:FocalLoss",
+    "varifocal": "yolo_focal_plugin.losses:VFLoss",
+    "qfocal": "yolo_focal_plugin.losses:QFocalLoss",
+}
 
 T = TypeVar("T", bound=type)
 
@@ -110,6 +120,8 @@ def register_loss(name: str, cls: Optional[type] = None, *, override: bool = Fal
 
     def decorate(target: T) -> T:
         _check_class(key, target)
+        if key in BUILTIN_LOSSES:
+            _load_builtin(key)  # a built-in name is taken even before its class was first used
         with _lock:
             existing = _registry.get(key)
             if existing is not None and existing is not target and not override:
@@ -134,6 +146,7 @@ def available_losses() -> List[str]:
     """Sorted names of registered losses plus installed entry points (entry points are not imported)."""
     with _lock:
         names = set(_registry)
+    names.update(BUILTIN_LOSSES)
     names.update(_entry_points())
     return sorted(names)
 
@@ -149,6 +162,8 @@ def get_loss(name: str) -> type:
         found = _registry.get(key)
     if found is not None:
         return found
+    if key in BUILTIN_LOSSES:
+        return _load_builtin(key)
     ep = _entry_points().get(key)
     if ep is None:
         raise UnknownLossError(key, available_losses())
@@ -162,12 +177,11 @@ def get_loss(name: str) -> type:
         return _registry.setdefault(key, _check_class(key, loaded))
 
 
-def _register_builtins() -> None:
-    from .losses import FocalLoss, QFocalLoss, VFLoss
+def _load_builtin(key: str) -> type:
+    """Import a built-in loss class and register it under its name (once)."""
+    import importlib
 
-    register_loss("focal", FocalLoss)
-    register_loss("varifocal", VFLoss)
-    register_loss("qfocal", QFocalLoss)
-
-
-_register_builtins()
+    module_name, _, attribute = BUILTIN_LOSSES[key].partition(":")
+    cls = getattr(importlib.import_module(module_name), attribute)
+    with _lock:
+        return _registry.setdefault(key, cls)

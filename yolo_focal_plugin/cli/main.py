@@ -29,11 +29,10 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
 
 
 def _run_yolov5(argv: List[str]) -> int:
-    import os
-
+    from ..env import DISABLE, flag
     from ..hyp import HypError
 
-    if os.environ.get("YOLO_FOCAL_DISABLE", "").strip().lower() not in ("1", "true", "yes", "on"):
+    if not flag(DISABLE):
         from ..integration import install
 
         install()

@@ -7,14 +7,17 @@ YOLOv5 calls its criteria as ``BCEcls(pcls, t)`` (rows = positive anchors, colum
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Type, TypeVar
 
 import torch
 import torch.nn as nn
 
-from ..hyp import FocalHyp, HypError
+from ..hyp import PLAIN_BCE, FocalHyp, check_alpha_classes
 
-__all__ = ["EpochClock", "PositivesNormalized", "GammaWarmup", "Criteria", "build_criteria", "auto_alpha"]
+__all__ = ["EpochClock", "PositivesNormalized", "GammaWarmup", "Criteria", "build_criteria", "auto_alpha",
+           "innermost", "find_wrapper", "IgnoreMasked"]
+
+W = TypeVar("W", bound=nn.Module)
 
 
 @dataclass
@@ -65,18 +68,73 @@ class GammaWarmup(nn.Module):
         return self.target_gamma * min(1.0, (self.clock.epoch + 1) / self.warmup)
 
     def forward(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-        _innermost(self.criterion).gamma = self.current_gamma()
+        innermost(self.criterion).gamma = self.current_gamma()
         return self.criterion(pred, true)
 
     def extra_repr(self) -> str:
         return f"gamma 0 -> {self.target_gamma:g} over {self.warmup:g} epochs"
 
 
-def _innermost(criterion: nn.Module) -> nn.Module:
-    """The loss under the normalising wrappers (PositivesNormalized, IgnoreMasked)."""
-    while hasattr(criterion, "criterion"):
+def _chain(criterion: nn.Module):
+    """The criterion and every one it wraps, outermost first (the plugin's wrappers hold ``.criterion``)."""
+    while True:
+        yield criterion
+        if not hasattr(criterion, "criterion"):
+            return
         criterion = criterion.criterion
+
+
+def innermost(criterion: nn.Module) -> nn.Module:
+    """The loss under the plugin's wrappers (GammaWarmup, PositivesNormalized, IgnoreMasked)."""
+    for criterion in _chain(criterion):
+        pass
     return criterion
+
+
+def find_wrapper(criterion: nn.Module, kind: Type[W]) -> W:
+    """The first wrapper of type ``kind`` in ``criterion``'s chain; ``LookupError`` if there is none."""
+    for link in _chain(criterion):
+        if isinstance(link, kind):
+            return link
+    raise LookupError(f"no {kind.__name__} in {criterion!r}")
+
+
+class IgnoreMasked(nn.Module):
+    """Objectness criterion that leaves the matcher's ignored cells out of the loss.
+
+    :class:`RetinaTargets` hands it the ignored cells once per batch (:meth:`set_masks`), one bool
+    tensor per level in the order YOLOv5 calls the criterion (level 0, 1, 2); each call takes the
+    next one. A call with no mask left is an error, never "ignore nothing": it would mean the
+    targets did not come from the matcher. ``norm='mean'`` averages over the cells kept;
+    ``norm='positives'`` sums them and divides by ``max(1, #cells with target > 0)``.
+    """
+
+    def __init__(self, criterion: nn.Module, norm: str = "mean") -> None:
+        super().__init__()
+        self.criterion = criterion
+        self.norm = norm
+        self.masks: List[torch.Tensor] = []
+        innermost(criterion).reduction = "none"
+
+    def set_masks(self, masks: List[torch.Tensor]) -> None:
+        """The ignored cells of one batch, one ``[bs, na, ny, nx]`` bool tensor per level."""
+        self.masks = list(masks)
+
+    def forward(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        if not self.masks:
+            raise RuntimeError("IgnoreMasked: no ignore mask for this level; fl_assigner: retina needs "
+                               "RetinaTargets (ComputeLoss.build_targets) to run before the objectness loss")
+        ignored = self.masks.pop(0)
+        if ignored.shape != true.shape:
+            raise RuntimeError(f"IgnoreMasked: mask of shape {tuple(ignored.shape)} for a target of shape {tuple(true.shape)}")
+        loss = self.criterion(pred, true)
+        keep = ~ignored
+        if self.norm == "positives":
+            return loss[keep].sum() / ((true > 0) & keep).sum().clamp(min=1).to(loss.dtype)
+        return loss[keep].mean() if keep.any() else loss.sum() * 0.0
+
+    def extra_repr(self) -> str:
+        return f"ignored cells excluded, norm={self.norm!r}"
 
 
 def auto_alpha(class_weights: Optional[torch.Tensor], nc: int) -> Optional[torch.Tensor]:
@@ -121,8 +179,7 @@ def _alpha_kwargs(cfg: FocalHyp, branch: str, nc: int, class_weights: Optional[t
             return {}
         return {"alpha": derived.to(device)}
     values: Sequence[float] = alpha  # type: ignore[assignment]
-    if len(values) != nc:
-        raise HypError(f"hyp key 'fl_alpha' has {len(values)} per-class values but the model has nc={nc} classes")
+    check_alpha_classes(values, nc)  # parse_focal_hyp checks it too when it knows nc; build_criteria may be called without
     return {"alpha": torch.tensor(values, dtype=torch.float32, device=device)}
 
 
@@ -138,23 +195,19 @@ def _branch(
     wrapped = cfg.wraps_cls if name == "cls" else cfg.wraps_obj
     if not wrapped:
         if name == "obj" and cfg.assigner == "retina":
-            from .retina_assigner import IgnoreMasked
-
             return IgnoreMasked(bce, "mean")
         return bce
-    if cfg.loss == "bce":
+    if cfg.loss == PLAIN_BCE:
         criterion: nn.Module = bce
     else:
         from ..registry import get_loss
 
         criterion = get_loss(cfg.loss)(bce, gamma=cfg.gamma, **_alpha_kwargs(cfg, name, nc, class_weights, device))
     if name == "obj" and cfg.assigner == "retina":
-        from .retina_assigner import IgnoreMasked
-
         criterion = IgnoreMasked(criterion, cfg.norm)  # normalises itself, over the cells it keeps
     elif cfg.norm == "positives":
         criterion = PositivesNormalized(criterion, name)
-    if cfg.gamma_warmup > 0 and cfg.loss != "bce":
+    if cfg.gamma_warmup > 0 and cfg.loss != PLAIN_BCE:
         criterion = GammaWarmup(criterion, cfg.gamma, cfg.gamma_warmup, clock)
     return criterion
 

@@ -13,41 +13,11 @@ from __future__ import annotations
 from typing import Any, List, Optional, Tuple
 
 import torch
-import torch.nn as nn
 
 from ..retina import RetinaMatcher, grid_anchor_boxes
+from .criteria import IgnoreMasked  # re-exported: it was defined here
 
 __all__ = ["IgnoreMasked", "RetinaTargets"]
-
-
-class IgnoreMasked(nn.Module):
-    """Objectness criterion that leaves the matcher's ignored cells out of the loss.
-
-    ``masks`` is filled by :class:`RetinaTargets` once per batch, one bool tensor per level in
-    the order YOLOv5 calls the criterion (level 0, 1, 2). ``norm='mean'`` averages over the
-    cells kept; ``norm='positives'`` sums them and divides by ``max(1, #cells with target > 0)``.
-    """
-
-    def __init__(self, criterion: nn.Module, norm: str = "mean") -> None:
-        super().__init__()
-        self.criterion = criterion
-        self.norm = norm
-        self.masks: List[torch.Tensor] = []
-        inner = criterion
-        while hasattr(inner, "criterion"):
-            inner = inner.criterion
-        inner.reduction = "none"
-
-    def forward(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-        loss = self.criterion(pred, true)
-        ignored = self.masks.pop(0) if self.masks else torch.zeros_like(true, dtype=torch.bool)
-        keep = ~ignored
-        if self.norm == "positives":
-            return loss[keep].sum() / ((true > 0) & keep).sum().clamp(min=1).to(loss.dtype)
-        return loss[keep].mean() if keep.any() else loss.sum() * 0.0
-
-    def extra_repr(self) -> str:
-        return f"ignored cells excluded, norm={self.norm!r}"
 
 
 class RetinaTargets:
@@ -113,5 +83,5 @@ class RetinaTargets:
             tbox.append(torch.cat((gxy - gij, gwh), 1).to(device))
             anch.append(loss.anchors[i][a.to(loss.anchors.device)])
             tcls.append(gt[:, 1].long().to(device))
-        self.obj_criterion.masks = masks
+        self.obj_criterion.set_masks(masks)
         return tcls, tbox, indices, anch

@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set
 
+from ..env import FORCE as FORCE_ENV
+from ..env import flag
 from ..hyp import FocalHyp, HypError, parse_focal_hyp
 from . import compat
 from .hook import CLONE_WATCHED
 from .patching import LEDGER
 
 SUPPORTED_YOLOV5_VERSIONS = ("7.0.14",)
-FORCE_ENV = "YOLO_FOCAL_FORCE"
 SETUP_FILE = "focal_setup.yaml"
 
 
@@ -64,10 +65,6 @@ def _logger() -> logging.Logger:
     return STATE.logger or logging.getLogger("yolov5")
 
 
-def _truthy(value: Optional[str]) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def read_yolov5_version(package_init: Optional[str]) -> Optional[str]:
     """``__version__`` from yolov5's ``__init__.py`` text, without importing it."""
     if not package_init or not os.path.isfile(package_init):
@@ -86,7 +83,7 @@ def check_version(version: Optional[str], force: bool = False) -> bool:
         f"but found yolov5 {version or 'of unknown version'}; its ComputeLoss and train() may differ. "
         f"Install yolov5==7.0.14, or set {FORCE_ENV}=1 to patch anyway at your own risk."
     )
-    if force or _truthy(os.environ.get(FORCE_ENV)):
+    if force or flag(FORCE_ENV):
         print(f"WARNING: {message} ({FORCE_ENV} is set: patching anyway)", file=sys.stderr)
         return True
     raise UnsupportedYolov5Version(message)
@@ -266,21 +263,37 @@ def _log_setup(cfg: FocalHyp, description: str, nc: int) -> None:
             yaml.safe_dump(record, f, sort_keys=False)
 
 
-def before_compute_loss(model: Any) -> None:
-    """Runs before YOLOv5's ``ComputeLoss.__init__``: validate, and supply the ``fl_gamma`` stock requires."""
-    hyp = model.hyp
-    parse_focal_hyp(hyp)  # a bad key fails before any work
-    if "fl_gamma" not in hyp:  # stock raises KeyError; 0.0 is what every shipped hyp says
-        hyp["fl_gamma"] = 0.0
+def _detect_module(model: Any) -> Any:
+    """YOLOv5's Detect (or Segment) head; DDP wraps the model, so look inside ``.module``."""
+    core = getattr(model, "module", model)
+    return core.model[-1]
 
 
-def after_compute_loss(compute_loss: Any, model: Any) -> None:
-    """Runs after YOLOv5's ``ComputeLoss.__init__``: swap ``BCEcls``/``BCEobj`` as the hyp asks.
+def before_compute_loss(model: Any) -> FocalHyp:
+    """Runs before YOLOv5's ``ComputeLoss.__init__``: validate once, and supply the ``fl_gamma`` stock requires.
 
-    Shared by the monkey-patch and by the ``patches/`` for cloned yolov5 copies (one source of truth).
+    Returns the parsed settings, which :func:`after_compute_loss` takes: the hyp is parsed once per
+    ``ComputeLoss`` (a bad key fails before any work).
     """
     hyp = model.hyp
-    cfg = parse_focal_hyp(hyp, nc=compute_loss.nc)
+    head = _detect_module(model)
+    cfg = parse_focal_hyp(hyp, nc=int(head.nc), task="segment" if hasattr(head, "nm") else "detect")
+    if "fl_gamma" not in hyp:  # stock raises KeyError; 0.0 is what every shipped hyp says
+        hyp["fl_gamma"] = 0.0
+    return cfg
+
+
+def after_compute_loss(compute_loss: Any, model: Any, cfg: Optional[FocalHyp] = None) -> None:
+    """Runs after YOLOv5's ``ComputeLoss.__init__``: swap ``BCEcls``/``BCEobj`` as the hyp asks.
+
+    ``cfg`` is what :func:`before_compute_loss` returned (source-patched trees generated before it
+    was passed along call without it: then the hyp is parsed here). The plugin builds fresh
+    ``BCEWithLogitsLoss`` objects as YOLOv5 does rather than unwrapping YOLOv5's: its FocalLoss
+    changes the inner loss's ``reduction`` in place.
+    Shared by the monkey-patch and by the ``patches/`` for cloned yolov5 copies (one source of truth).
+    """
+    if cfg is None:
+        cfg = before_compute_loss(model)
     if cfg.is_stock:
         _log_setup(cfg, "YOLOv5 criteria kept", compute_loss.nc)
         return
@@ -288,13 +301,11 @@ def after_compute_loss(compute_loss: Any, model: Any) -> None:
 
     if STATE.clock is None:
         STATE.clock = EpochClock()
-    if cfg.assigner == "retina" and hasattr(compute_loss, "nm"):
-        raise HypError("hyp key 'fl_assigner' has value 'retina': the RetinaNet assigner supports detection, not segmentation")
     core = getattr(model, "module", model)  # DDP wraps the model; class_weights sit on the inner one
     criteria = build_criteria(
         cfg,
-        cls_pw=float(hyp["cls_pw"]),
-        obj_pw=float(hyp["obj_pw"]),
+        cls_pw=float(model.hyp["cls_pw"]),
+        obj_pw=float(model.hyp["obj_pw"]),
         nc=compute_loss.nc,
         device=compute_loss.device,
         class_weights=getattr(core, "class_weights", None),
@@ -304,14 +315,12 @@ def after_compute_loss(compute_loss: Any, model: Any) -> None:
     compute_loss.focal_hyp = cfg
     description = criteria.describe()
     if cfg.assigner == "retina":
-        from .retina_assigner import IgnoreMasked, RetinaTargets
+        from .criteria import IgnoreMasked, find_wrapper
+        from .retina_assigner import RetinaTargets
 
-        obj = criteria.obj
-        while not isinstance(obj, IgnoreMasked):
-            obj = obj.criterion
-        strides = [float(s) for s in core.model[-1].stride]
+        strides = [float(s) for s in _detect_module(model).stride]
         # an instance attribute: the class and every other ComputeLoss keep YOLOv5's assignment
-        compute_loss.build_targets = RetinaTargets(compute_loss, strides, obj)
+        compute_loss.build_targets = RetinaTargets(compute_loss, strides, find_wrapper(criteria.obj, IgnoreMasked))
         description += f"; targets: {compute_loss.build_targets.matcher!r} on YOLOv5 anchor boxes"
     _log_setup(cfg, description, compute_loss.nc)
 
@@ -323,9 +332,9 @@ def patch_compute_loss(loss_module: types.ModuleType) -> None:
 
     @functools.wraps(original_init)
     def __init__(self: Any, model: Any, *args: Any, **kwargs: Any) -> None:
-        before_compute_loss(model)
+        cfg = before_compute_loss(model)
         original_init(self, model, *args, **kwargs)
-        after_compute_loss(self, model)
+        after_compute_loss(self, model, cfg)
 
     __init__._yolo_focal = True  # type: ignore[attr-defined]
     LEDGER.set(cls, "__init__", __init__, f"{loss_module.__name__}.ComputeLoss.__init__")
@@ -359,42 +368,38 @@ def _load_hyp(hyp: Any) -> Dict[str, Any]:
         return yaml.safe_load(f) or {}
 
 
-def before_train(hyp: Any, opt: Any, callbacks: Any, epoch_callbacks: bool = True) -> None:
+def before_train(hyp: Any, opt: Any, callbacks: Any, task: str = "detect") -> Dict[str, Any]:
     """Runs before yolov5's ``train()`` body: validate the fl_* keys before the run directory exists,
     remember where the run writes, and advance the epoch clock that drives ``fl_gamma_warmup``.
 
-    ``epoch_callbacks`` is False for scripts whose train loop never runs ``on_train_epoch_end``
-    (YOLOv5's segmentation ``train()``): a gamma warm-up could not advance there.
+    ``task`` is ``segment`` for YOLOv5's segmentation ``train()`` (``hyp.py`` holds the keys it
+    cannot honour). Returns the hyp as a dict: the wrapped ``train()`` gets it instead of the path,
+    so the file is read once.
     """
-    cfg = parse_focal_hyp(_load_hyp(hyp), nc=_dataset_nc(opt))
-    if cfg.gamma_warmup > 0 and (callbacks is None or not epoch_callbacks):
-        raise HypError(
-            f"hyp key 'fl_gamma_warmup' has value {cfg.gamma_warmup:g}, but this YOLOv5 training script runs no "
-            "epoch callbacks (segmentation train()), so gamma would never ramp up; remove the key or set it to 0"
-        )
+    hyp = _load_hyp(hyp)
+    parse_focal_hyp(hyp, nc=_dataset_nc(opt), task=task)
     from .criteria import EpochClock
 
     STATE.save_dir = Path(opt.save_dir) if getattr(opt, "save_dir", None) else None
     STATE.evolve = bool(getattr(opt, "evolve", False))
     STATE.clock = EpochClock()
     clock = STATE.clock
-    if callbacks is None:
-        return
+    if callbacks is not None:
 
-    def advance(*args: Any, epoch: int = 0, **kwargs: Any) -> None:
-        clock.epoch = int(epoch) + 1
+        def advance(*args: Any, epoch: int = 0, **kwargs: Any) -> None:
+            clock.epoch = int(epoch) + 1
 
-    callbacks.register_action("on_train_epoch_end", name="yolo_focal_epoch_clock", callback=advance)
+        callbacks.register_action("on_train_epoch_end", name="yolo_focal_epoch_clock", callback=advance)
+    return hyp
 
 
-def wrap_train(train_module: types.ModuleType, fix_map50s: bool, epoch_callbacks: bool = True) -> None:
+def wrap_train(train_module: types.ModuleType, fix_map50s: bool, task: str = "detect") -> None:
     inner: Callable[..., Any] = compat.recompile_train_with_map50s(train_module) if fix_map50s else train_module.train
     original = train_module.train
 
     @functools.wraps(original)
     def train(hyp: Any, opt: Any, device: Any, callbacks: Any) -> Any:
-        before_train(hyp, opt, callbacks, epoch_callbacks=epoch_callbacks)
-        return inner(hyp, opt, device, callbacks)
+        return inner(before_train(hyp, opt, callbacks, task=task), opt, device, callbacks)
 
     train._yolo_focal_inner = inner  # type: ignore[attr-defined]
     LEDGER.set(train_module, "train", train, f"{train_module.__name__}.train")
@@ -453,7 +458,7 @@ def prepare_clone_run(frame: Any) -> None:
             f"({', '.join(asks_for_plugin(hyp))}): its evolve table knows only YOLOv5's keys and would fail in "
             f"generation 1 or 2; {SWEEP_HINT}"
         )
-    before_train(hyp, opt, main.f_locals.get("callbacks"), epoch_callbacks=not is_segment_script(main))
+    before_train(hyp, opt, main.f_locals.get("callbacks"), task="segment" if is_segment_script(main) else "detect")
 
 
 def patch_select_device(torch_utils: types.ModuleType) -> None:
@@ -476,7 +481,7 @@ def _clone_compute_loss(loss_module: types.ModuleType) -> None:
     if not missing:
         patch_compute_loss(loss_module)
         return
-    if _truthy(os.environ.get(FORCE_ENV)):
+    if flag(FORCE_ENV):
         print(f"WARNING: yolo-focal-plugin: {loss_module.__file__}: ComputeLoss does not match "
               f"({', '.join(missing)}); {FORCE_ENV} is set: patching anyway", file=sys.stderr)
         patch_compute_loss(loss_module)
@@ -527,7 +532,7 @@ def _detect_train(module: types.ModuleType) -> None:
 
 def _segment_train(module: types.ModuleType) -> None:
     compat.patch_segment_run_cli(module)
-    wrap_train(module, fix_map50s=False, epoch_callbacks=False)
+    wrap_train(module, fix_map50s=False, task="segment")
 
 
 def _models_yolo(module: types.ModuleType) -> None:

@@ -100,11 +100,11 @@ def _loss_edits(def_line: str, call_line: str, import_anchor: str, marker: bool,
             + (CLONE_DECLARE_CALL if declare else ""),
             "import the plugin's ComputeLoss hooks" + (" and mark the tree as patched" if marker else ""),
         ),
-        after(def_line, "        before_compute_loss(model)  " + TAG + ": validate the fl_* keys, default fl_gamma\n",
+        after(def_line, "        focal_hyp = before_compute_loss(model)  " + TAG + ": validate the fl_* keys, default fl_gamma\n",
               "validate the fl_* hyp keys before YOLOv5 reads them"),
         between("        self.anchors = m.anchors\n        self.device = device\n",
                 "\n" + call_line,
-                "        after_compute_loss(self, model)  " + TAG + ": BCEcls/BCEobj and targets as the hyp asks\n",
+                "        after_compute_loss(self, model, focal_hyp)  " + TAG + ": BCEcls/BCEobj and targets as the hyp asks\n",
                 "swap BCEcls/BCEobj (and, for fl_assigner: retina, the targets) from the fl_* keys"),
     )
 

@@ -73,16 +73,10 @@ def _poison(model: Any, ni: int, *args: Any) -> None:
 
 
 def known_losses() -> List[str]:
-    """The plugin's loss names plus ``bce`` (the built-in names when the registry is not importable)."""
-    from ..hyp import BUILTIN_LOSSES
+    """The plugin's loss names plus ``bce`` (``hyp.loss_names``, the one list)."""
+    from ..hyp import loss_names
 
-    try:
-        from ..registry import available_losses
-
-        names = list(available_losses())
-    except ImportError:
-        names = [n for n in BUILTIN_LOSSES if n != "bce"]
-    return sorted(set(names) | {"bce"})
+    return list(loss_names())
 
 
 def parse_yolov5_args(train_args: List[str]) -> Any:
