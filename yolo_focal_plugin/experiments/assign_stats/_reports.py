@@ -121,7 +121,9 @@ def plot_histograms(r: dict, path: Union[str, Path]) -> Path:
         ax.set_xticks(x)
         ax.set_xticklabels(HIST_LABELS, rotation=45, ha="right", fontsize=9)
         ax.set_xlim(-0.6, len(HIST_LABELS) - 0.4)
-        ax.set_ylim(0, max(top, 0.01) * 1.5)  # head room for the legend
+        # head room for the legend; a panel without GTs gets the full 0-100 % axis, since a
+        # range of a few per cent would repeat whole-percent tick labels (0%, 0%, 1%, 1%, ...)
+        ax.set_ylim(0, (max(top, 0.01) if n_gts else 1.0) * 1.5)
         ax.set_yticks([t for t in ax.get_yticks() if t <= 1.0 + 1e-9])
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=9, loc="upper left", framealpha=0.9)
