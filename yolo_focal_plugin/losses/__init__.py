@@ -22,10 +22,12 @@ its ``reduction`` and set the wrapped one to ``'none'``, so the reduction is alw
 Numerics (the reason this package exists):
 
 * Finite loss and gradient at every logit for ``0 <= gamma <= 1e6`` (``hyp.FL_GAMMA_MAX``, the bound
-  ``fl_gamma`` is held to; ``tests/test_hyp.py`` checks the kernels there), in every dtype. Beyond
-  it, in float32: focal, varifocal and softmax focal stay finite up to the float32 maximum (~3.4e38,
-  where converting gamma fails); quality focal can overflow from ~1e25 on soft targets within
-  rounding of ``p`` (``gamma * H * BCE`` below exceeds float32). float64 has far more room.
+  ``fl_gamma`` is held to; ``tests/test_hyp.py`` checks the kernels there), computed in float32 or
+  float64. (A float16 *result* can still overflow where BCE's own does: a ``'sum'`` above 65504.)
+  Beyond that bound, in float32: focal, varifocal and softmax focal stay finite up to the float32
+  maximum (~3.4e38; the sigmoid losses then raise converting gamma); quality focal can overflow from
+  ~1e25 on soft targets within rounding of ``p`` (``gamma * H * BCE`` below exceeds float32, ``H``
+  being ``p q / |t - p|``). float64 has far more room (finite at 1e300 in our checks).
   For ``0 < gamma < 1`` the textbook autograd graph multiplies ``d(u**gamma)/du = inf`` at
   ``u = 1 - p_t = 0`` (saturated logits, ``|x| >~ 17`` in float32) by zero and returns NaN;
   torchvision and YOLOv5 do. Here ``q`` is ``sigmoid(-x)``, never ``1 - p``, and the gradient is

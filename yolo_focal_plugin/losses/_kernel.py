@@ -121,8 +121,11 @@ def _focal_weight(spec: _Spec, t: Tensor, alpha: Tuple[Optional[Tensor], ...], s
     """Fill ``s.W`` with the focal weight (``alpha`` included, ``weight`` and scale not) and return
     ``H = (dW/dx) / (gamma W)``, or ``None`` when ``dW/dx`` is zero everywhere.
 
-    The gradient is then ``W * (dB/dx + gamma * H * B)``. ``H`` is bounded wherever ``W > 0`` and
-    finite where ``W == 0``, so no ``inf * 0`` appears for any ``gamma >= 0``:
+    The gradient is then ``W * (dB/dx + gamma * H * B)``. ``H`` is finite everywhere, including where
+    ``W == 0``, so no ``inf * 0`` appears as long as ``gamma * H * B`` fits the compute dtype. For focal
+    (``|H| <= 2``, and ``H * B`` small where ``B`` is large) and varifocal that holds for every gamma
+    float32 can represent; for qfocal ``|H| = p q / |d|`` grows as ``d -> 0``, which in float32 allows
+    gamma up to ~1e25 (far above the 1e6 that ``fl_gamma`` is held to):
 
     * focal:     ``W = alpha_t u**g``, ``u = 1 - p_t``;  ``H = (1-2t) p q / u``, ``|H| <= 2``
     * qfocal:    ``W = alpha_t |d|**g``, ``d = t - p``;  ``H = -p q / d`` (0 at the cusp ``d = 0``)
