@@ -63,6 +63,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# The private names below were module-level in the old single-file losses.py; benchmarks, tests and
+# other code could reach into it, so they stay reachable here. New code should import from the private module.
 from . import _chunks
 from ._checks import REDUCTIONS, AlphaLike, _alpha_repr, _alpha_tensor, _check_alpha, _check_gamma, _check_reduction
 from ._chunks import _map_chunks, _workers, set_chunk_size
@@ -92,6 +94,7 @@ _LIVE_FROM_CHUNKS = ("_CPU_CHUNK", "_ACCEL_CHUNK", "_MAX_WORKERS", "_INLINE_ELEM
 
 
 def __getattr__(name: str) -> Any:
+    """Module attribute fallback (PEP 562): the current value of a chunk tunable."""
     if name in _LIVE_FROM_CHUNKS:
         return getattr(_chunks, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
