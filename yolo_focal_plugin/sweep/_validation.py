@@ -157,18 +157,24 @@ def _dataset_identity(path: str) -> Dict[str, Any]:
     return {"nc": meta.get("nc", len(names) if names is not None else None), "names": names}
 
 
-def _load_data(path: str) -> Tuple[str, Optional[int]]:
+def _read_yaml_mapping(path: Path, option: str, expected: str) -> Dict[str, Any]:
+    """The mapping in YAML file ``path``; a SweepError that starts with ``option`` when it is not one."""
     import yaml
 
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SweepError(f"{option}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise SweepError(f"{option}: expected {expected}")
+    return data
+
+
+def _load_data(path: str) -> Tuple[str, Optional[int]]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise SweepError(f"--data {path!r}: no such file (the sweep does not download datasets)")
-    try:
-        meta = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SweepError(f"--data {path!r}: not valid YAML ({exc})") from None
-    if not isinstance(meta, dict):
-        raise SweepError(f"--data {path!r}: expected a mapping with train/val/nc/names")
+    meta = _read_yaml_mapping(p, f"--data {path!r}", "a mapping with train/val/nc/names")
     nc = meta.get("nc")
     if nc is None and meta.get("names") is not None:
         nc = len(meta["names"])
@@ -198,15 +204,7 @@ def _check_train_args_with_yolov5(args: Sequence[str]) -> None:
 
 
 def _load_hyp_dict(path: Path) -> Dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SweepError(f"--hyp {path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise SweepError(f"--hyp {path}: expected a mapping of hyperparameters")
-    return data
+    return _read_yaml_mapping(path, f"--hyp {path}", "a mapping of hyperparameters")
 
 
 def _validate_units(space: SearchSpace, base: Dict[str, Any], nc: Optional[int], known: Sequence[str]) -> None:
