@@ -12,7 +12,6 @@ use the box columns ``metrics/precision(B)`` ...), and writes into ``--out``:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 from pathlib import Path
@@ -20,68 +19,59 @@ from typing import Dict, List, Optional, Sequence
 
 import yaml
 
-__all__ = ["METRICS", "add_arguments", "read_results", "run_compare", "run_from_args"]
+from ..run_results import MAP50, MAP50_95, PRECISION, RECALL, best_epoch_index, fitness, read_results_csv
 
-# short name -> yolov5 results.csv column (after stripping spaces)
+__all__ = ["METRICS", "add_arguments", "best_index", "read_results", "run_compare", "run_from_args"]
+
+# short name -> yolov5 results.csv column (after stripping spaces; segmentation runs add "(B)")
 METRICS: Dict[str, str] = {
-    "P": "metrics/precision",
-    "R": "metrics/recall",
-    "mAP50": "metrics/mAP_0.5",
-    "mAP50-95": "metrics/mAP_0.5:0.95",
+    "P": PRECISION,
+    "R": RECALL,
+    "mAP50": MAP50,
+    "mAP50-95": MAP50_95,
 }
-FITNESS_WEIGHTS = {"mAP50": 0.1, "mAP50-95": 0.9}  # yolov5 utils/metrics.py fitness()
 HYP_KEYS = ("fl_loss", "fl_gamma", "fl_alpha", "fl_apply", "fl_norm", "fl_gamma_warmup", "fl_assigner")
 
 
-def _float(v: str) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def read_results(run: Path) -> Dict[str, List[float]]:
-    """Columns ``epoch``, ``P``, ``R``, ``mAP50``, ``mAP50-95`` of a run dir (or a results.csv)."""
+    """Columns ``epoch``, ``P``, ``R``, ``mAP50``, ``mAP50-95`` of a run dir (or a results.csv).
+
+    Also ``class:<name>:mAP50`` and ``class:<name>:mAP50-95`` where the run logged per-class
+    columns. Raises ValueError naming the run when there is no results.csv, no epoch or a
+    metric column is missing.
+    """
     run = Path(run)
-    path = run / "results.csv" if run.is_dir() else run
-    if not path.is_file():
+    table = read_results_csv(run)
+    if table is None:
         raise ValueError(f"{run}: no results.csv (is it a yolov5 run directory?)")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
-        raise ValueError(f"{path}: no epochs recorded yet")
-    header = [h.strip() for h in rows[0]]
-    cols = {}
+    if not table.rows:
+        raise ValueError(f"{table.path}: no epochs recorded yet")
+    cols: Dict[str, int] = {}
     for short, name in METRICS.items():
-        for candidate in (name, f"{name}(B)"):  # (B): box metrics of segmentation runs
-            if candidate in header:
-                cols[short] = header.index(candidate)
-                break
-        else:
-            raise ValueError(f"{path}: column '{name}' missing (found: {', '.join(header)})")
+        j = table.index(name)
+        if j is None:
+            raise ValueError(f"{table.path}: column '{name}' missing (found: {', '.join(table.columns)})")
+        cols[short] = j
     # the PyPI fork also logs per-class columns metrics/<name>_mAP (0.5:0.95) and _mAP_50
-    for j, h in enumerate(header):
+    for j, h in enumerate(table.columns):
         base = h[:-3] if h.endswith(("(B)", "(M)")) else h
         if h.startswith("metrics/") and base not in METRICS.values():
             if h.endswith("_mAP_50"):
                 cols[f"class:{h[8:-7]}:mAP50"] = j
             elif h.endswith("_mAP"):
                 cols[f"class:{h[8:-4]}:mAP50-95"] = j
-    data: Dict[str, List[float]] = {k: [] for k in ("epoch", *cols)}
-    ei = header.index("epoch") if "epoch" in header else None
-    for i, row in enumerate(rows[1:]):
-        if not any(c.strip() for c in row):
-            continue
-        data["epoch"].append(_float(row[ei]) if ei is not None and ei < len(row) else float(i))
-        for short, j in cols.items():
-            data[short].append(_float(row[j]) if j < len(row) else math.nan)
-    if not data["epoch"]:
-        raise ValueError(f"{path}: no epochs recorded yet")
+    data: Dict[str, List[float]] = {"epoch": [table.epoch(row, i) for i, row in enumerate(table.rows)]}
+    for short, j in cols.items():
+        data[short] = [table.value(row, j) for row in table.rows]
     return data
 
 
-def _fitness(d: Dict[str, List[float]], i: int) -> float:
-    return sum(w * d[k][i] for k, w in FITNESS_WEIGHTS.items())
+def best_index(curves: Dict[str, List[float]]) -> int:
+    """Position of the epoch ``best.pt`` comes from (:func:`~yolo_focal_plugin.run_results.best_epoch_index`),
+    over the curves of :func:`read_results`; the last epoch when no epoch has a finite fitness."""
+    fitnesses = [fitness(p, r, m50, m) for p, r, m50, m in zip(*(curves[k] for k in METRICS))]
+    best = best_epoch_index(fitnesses)
+    return len(fitnesses) - 1 if best is None else best
 
 
 def _hyp_label(run: Path) -> str:
@@ -120,9 +110,7 @@ def run_compare(run_dirs: Sequence[Path], out_dir: Optional[Path] = None, names:
     for label, run in zip(labels, run_dirs):
         d = read_results(Path(run))
         n = len(d["epoch"])
-        fit = [_fitness(d, i) for i in range(n)]
-        finite = [i for i in range(n) if not math.isnan(fit[i])]
-        best = max(finite, key=lambda i: (fit[i], -i)) if finite else n - 1
+        best = best_index(d)
         runs.append({
             "label": label,
             "run_dir": str(run),

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from ..hyp import resolve_hyp_path
+from ..run_results import RESULTS_FILE, read_results_csv
 from .synth import SynthConfig, generate, generated_dataset
 
 __all__ = ["DemoSetting", "DEFAULT_SETTINGS", "run_demo", "run_demo_seeds"]
@@ -70,11 +71,10 @@ def finished_run(run_dir: Path, hyp_file: Path, setting: DemoSetting, epochs: in
     The hyp written next to the run must match byte for byte: a changed bundled hyp or override
     means a new experiment, not a finished one.
     """
-    results = run_dir / "results.csv"
-    if not (results.is_file() and hyp_file.is_file()) or hyp_file.read_text() != setting_hyp_text(setting):
+    if not hyp_file.is_file() or hyp_file.read_text() != setting_hyp_text(setting):
         return False
-    rows = [line for line in results.read_text().splitlines()[1:] if line.strip()]
-    return len(rows) == epochs
+    results = read_results_csv(run_dir / RESULTS_FILE)
+    return results is not None and len(results.rows) == epochs
 
 
 def train_command(data: Path, hyp: Path, project: Path, name: str, epochs: int, img: int, batch: int, seed: int) -> List[str]:

@@ -12,16 +12,16 @@ sparser one with smaller objects (96 px, 4 classes, 50x, 1 : 25).
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .compare import _fitness, read_results
+from .compare import best_index, read_results
 from .demo import DemoSetting, demo_dataset, run_demo_seeds
 from .synth import SynthConfig
+from ..run_results import RESULTS_FILE, read_results_csv
 from ..sweep.stats import mean, std, welch
 
 __all__ = ["EVIDENCE_SETTINGS", "EVIDENCE_DATASETS", "EvidenceDataset", "Row", "select_settings", "run_evidence",
@@ -75,25 +75,16 @@ def select_settings(names: Optional[str]) -> List[DemoSetting]:
     return [EVIDENCE_SETTINGS[0]] + [by_name[n] for n in dict.fromkeys(wanted) if n != EVIDENCE_SETTINGS[0].name]
 
 
-def _best_epoch(curves: Dict[str, List[float]]) -> int:
-    """The epoch yolov5 saves as best.pt (highest fitness; the first on ties)."""
-    return max(range(len(curves["epoch"])), key=lambda i: (_fitness(curves, i), -i))
-
-
 def first_nan_epoch(run_dir: Path) -> Optional[int]:
     """The first epoch whose logged training loss is NaN/inf (None if none): the run diverged there."""
-    with open(Path(run_dir) / "results.csv", newline="") as f:
-        rows = list(csv.reader(f))
-    header = [h.strip() for h in rows[0]]
-    loss_cols = [j for j, h in enumerate(header) if h.startswith("train/")]
-    for row in rows[1:]:
-        for j in loss_cols:
-            try:
-                value = float(row[j])
-            except (IndexError, ValueError):
-                continue
-            if not math.isfinite(value):
-                return int(float(row[header.index("epoch")]))
+    table = read_results_csv(Path(run_dir) / RESULTS_FILE)
+    if table is None:
+        raise FileNotFoundError(f"{run_dir}: no {RESULTS_FILE}")
+    for position, row in enumerate(table.rows):
+        for j in table.loss_columns():
+            value = table.number(row, j)  # a cell that is not a number is not a diverged loss
+            if value is not None and not math.isfinite(value):
+                return int(table.epoch(row, position))
     return None
 
 
@@ -202,7 +193,7 @@ def run_evidence(out_dir: Path, seeds: Sequence[int] = (0, 1, 2), epochs: Option
     for seed in seeds:
         for row, run_dir in zip(rows, all_run_dirs[seed]):
             curves = read_results(run_dir)
-            best = _best_epoch(curves)
+            best = best_index(curves)
             row.map50_95.append(curves["mAP50-95"][best])
             row.map50.append(curves["mAP50"][best])
             row.nan_epochs.append(first_nan_epoch(run_dir))

@@ -1,12 +1,20 @@
-"""Gamma/alpha sweeps on Optuna: ``yolo-focal sweep`` and ``yolo-focal report``.
+"""Hyperparameter sweeps on Optuna: ``yolo-focal sweep`` and ``yolo-focal report``.
 
-* :mod:`.space`   lists/ranges, losses, seeds -> units (pure Python)
-* :mod:`.study`   Optuna storage (SQLite default, PostgreSQL for several machines), plan checks
-* :mod:`.trial`   one unit = one ``yolov5`` training subprocess, watched through ``results.csv``
-* :mod:`.runner`  the subprocess entry point (``python -m yolo_focal_plugin.sweep.runner``)
-* :mod:`.engine`  claiming, heartbeats, resume, ``--n-jobs`` threads, progress bar
-* :mod:`.report`  table (markdown/CSV/JSON), Welch t-test vs baseline, heatmap, best hyp
-* :mod:`.demo`    :func:`run_small_sweep`: a small sweep on generated imbalanced data
+A sweep trains every combination of losses, ``fl_gamma`` and ``fl_alpha`` values and any other
+hyp key given with ``--set KEY=V1,V2`` (``fl_*`` or YOLOv5's own, e.g. ``obj``), several seeds
+each, against a stock-BCE baseline.
+
+* :mod:`.space`        lists/ranges, losses, ``--set`` keys, seeds -> units (pure Python)
+* :mod:`.study`        Optuna storage (SQLite default, PostgreSQL for several machines), plan checks
+* :mod:`._validation`  :func:`prepare_sweep`: every option checked, study created or loaded
+* :mod:`._liveness`    which worker process is alive; the SQLite claim lock
+* :mod:`.engine`       claiming, heartbeats, resume, ``--n-jobs`` threads, progress bar
+* :mod:`.trial`        one unit = one ``yolov5`` training subprocess, watched through ``results.csv``
+* :mod:`.runner`       the subprocess entry point (``python -m yolo_focal_plugin.sweep.runner``)
+* :mod:`.stats`        mean, std, Welch's t-test
+* :mod:`.report`       table (markdown/CSV/JSON), Welch t-test vs baseline, heatmap, best hyp
+* :mod:`.command`      the ``yolo-focal sweep`` command line
+* :mod:`.small_sweep`  :func:`run_small_sweep`: a small sweep on generated imbalanced data
 
 Importing this package is cheap: the heavy modules load on first use.
 """

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from .engine import SweepConfig, run_sweep
-from .study import default_storage_url, redact_url
+from .study import redact_url
 
 __all__ = ["add_arguments", "run_from_args", "config_from_args"]
 
@@ -106,7 +104,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 130
     storage_flag = f" --storage '{redact_url(summary.storage_url)}'" if args.storage else f" --project {args.project}"
     if not args.no_report:
-        from .report import report_study, to_markdown
+        from .report import report_study
 
         report, files = report_study(args.study, summary.storage_url, summary.runs_dir / "report")
         print(f"verdict: {report.verdict}")

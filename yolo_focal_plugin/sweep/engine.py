@@ -1,4 +1,8 @@
-"""Run a sweep: validate everything, create or resume the Optuna study, train units until done.
+"""Run a sweep: queue the plan, claim units, train them, recover dead workers' units, until the study is done.
+
+:func:`run_sweep` = :func:`~._validation.prepare_sweep` (options checked, study created or
+loaded) + :class:`SweepEngine` (this module). Process liveness and the SQLite claim lock are in
+:mod:`._liveness`. The names of both are importable from here, as before the split.
 
 How "resumable, nothing done twice" works (see docs/sweep.md for the long form):
 
@@ -16,6 +20,11 @@ How "resumable, nothing done twice" works (see docs/sweep.md for the long form):
   dead worker was on this machine (its pid is gone), after the heartbeat grace period otherwise.
 * A trial that fails on its own (bad hyp, NaN loss, crash, timeout) is recorded as FAIL with the
   reason and is not re-run: it is a result. Ctrl-C re-queues the trials it interrupted.
+
+Why this module is over 500 lines: it is one class, :class:`SweepEngine`, whose claiming,
+recovery and worker loop share one lock and one table of the trials this process trains. The
+rules above hold only if those three read the same state the same way, so they stay side by
+side rather than in modules that would each reach into the engine's internals.
 """
 from __future__ import annotations
 
@@ -25,24 +34,21 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from .space import BASELINE, SearchSpace, SweepError, Unit, fmt_extra, fmt_value
+from ._liveness import ClaimLock, boot_id, pid_alive, proc_start
+from ._validation import FORBIDDEN_TRAIN_FLAGS, Prepared, SweepConfig, prepare_sweep
+from .space import Unit
 from .study import (
     PLAN_ATTR,
     PLANNED_ATTR,
     STALE_MAX_RETRY,
-    DEFAULT_HEARTBEAT,
     Outcome,
-    Plan,
     UnitStatus,
     classify,
-    create_or_load_study,
-    default_storage_url,
     normalize_storage_url,
-    open_storage,
     quiet_optuna,
     redact_url,
     sqlite_path,
@@ -50,72 +56,29 @@ from .study import (
     trial_unit,
     unit_statuses,
 )
-from .trial import EpochRow, TrialResult, TrialSpec, run_trial
+from .trial import STATUS_FILE, EpochRow, TrialResult, TrialSpec, best_row, read_results, run_trial
 
 __all__ = ["SweepConfig", "SweepSummary", "Prepared", "prepare_sweep", "run_sweep", "FORBIDDEN_TRAIN_FLAGS"]
 
-# flags the sweep sets itself for every trial; passing them through would break the bookkeeping
-FORBIDDEN_TRAIN_FLAGS = {
-    "seed": "the sweep sets --seed per trial; use --seeds N",
-    "project": "the sweep puts runs under --project/<study>; give --project to the sweep itself",
-    "name": "the sweep names each run after its trial",
-    "exist-ok": "the sweep manages run directories",
-    "evolve": "--evolve is YOLOv5's own search; the sweep is the replacement",
-    "resume": "the sweep resumes itself: run the same command again",
-    "imgsz": "use the sweep's --img",
-    "img-size": "use the sweep's --img",
-    "batch": "use the sweep's --batch-size",
-    "local_rank": "DDP is not supported inside a sweep",
-    "hyp": "use the sweep's --hyp",
-}
-
-
-@dataclass
-class SweepConfig:
-    data: str
-    cfg: str = "yolov5n.yaml"
-    weights: str = ""
-    hyp: str = "hyp.focal.yaml"
-    losses: Any = "focal"
-    gamma: Any = "0,0.5,1,1.5,2"
-    alpha: Any = "0.25,0.5,0.75"
-    sets: Sequence[str] = ()  # --set KEY=V1,V2,... texts: one categorical dimension each
-    seeds: int = 3
-    epochs: int = 30
-    img: int = 640
-    batch_size: int = 16
-    device: str = ""
-    workers: Optional[int] = None
-    study: str = "focal-sweep"
-    storage: Optional[str] = None
-    project: str = "runs/sweep"
-    n_jobs: int = 1
-    threads: Optional[int] = None
-    sampler: str = "grid"
-    trials: Optional[int] = None
-    sampler_seed: Optional[int] = None
-    prune: str = "none"
-    timeout: Optional[float] = None
-    train_args: Sequence[str] = ()
-    heartbeat: int = DEFAULT_HEARTBEAT
-    grace: Optional[int] = None  # seconds without heartbeat before a trial counts as dead (default max(90, 4 x heartbeat))
-    progress: bool = True
-    print_fn: Optional[Callable[[str], None]] = None
-
-
-@dataclass
-class Prepared:
-    config: SweepConfig
-    space: SearchSpace
-    plan: Plan
-    storage_url: str
-    storage: Any
-    study: Any
-    created: bool
-    runs_dir: Path
-    threads: int
-    workers: Optional[int]
-    known_losses: Tuple[str, ...]
+# Names that were importable from this module before it was split (#13), still importable from here.
+from .space import BASELINE, SearchSpace, SweepError, fmt_extra, fmt_value  # noqa: E402,F401
+from .study import DEFAULT_HEARTBEAT, Plan, create_or_load_study, default_storage_url, open_storage  # noqa: E402,F401
+from ._liveness import ClaimLock as _ClaimLock, boot_id as _boot_id, pid_alive as _pid_alive  # noqa: E402,F401
+from ._liveness import proc_start as _proc_start  # noqa: E402,F401
+from ._validation import (  # noqa: E402,F401
+    _check_train_args,
+    _check_train_args_with_yolov5,
+    _cpu_count,
+    _dataset_identity,
+    _identity,
+    _known_losses,
+    _load_data,
+    _load_hyp_dict,
+    _resolve_cfg,
+    _resolve_hyp,
+    _validate_units,
+    _yolov5_dir,
+)
 
 
 @dataclass
@@ -138,324 +101,6 @@ class SweepSummary:
         )
 
 
-# --------------------------------------------------------------------------- validation
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _yolov5_dir() -> Optional[Path]:
-    import importlib.util
-
-    spec = importlib.util.find_spec("yolov5")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _resolve_hyp(name: str) -> Path:
-    from ..hyp import resolve_hyp_path
-
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path.resolve()
-    bundled = resolve_hyp_path(name)
-    if bundled is not None:
-        return bundled
-    root = _yolov5_dir()
-    if root is not None and "/" not in name:
-        for candidate in (root / "data" / "hyps" / name, root / "data" / "hyps" / f"{name}.yaml"):
-            if candidate.is_file():
-                return candidate
-    raise SweepError(f"--hyp {name!r}: no such file, and not a bundled hyp (hyp.focal.yaml, hyp.varifocal.yaml, hyp.qfocal.yaml) or a yolov5 hyp")
-
-
-def _resolve_cfg(name: str) -> str:
-    if not name:
-        return ""
-    path = Path(name).expanduser()
-    if path.is_file():
-        return str(path.resolve())
-    root = _yolov5_dir()
-    if root is not None and "/" not in name and list(root.rglob(name)):
-        return name  # yolov5's check_yaml finds its own model yamls by name
-    raise SweepError(f"--cfg {name!r}: no such file and not a yolov5 model yaml (e.g. yolov5n.yaml)")
-
-
-def _identity(path: str) -> str:
-    """What must match between machines for a file setting: the name, plus a hash of a local file's contents."""
-    if not path:
-        return ""
-    p = Path(path)
-    if not p.is_file():
-        return p.name  # e.g. yolov5n.yaml, resolved by yolov5 from its own package
-    import hashlib
-
-    digest = hashlib.sha256(p.read_bytes()).hexdigest()[:16]
-    return f"{p.name} sha256:{digest}"
-
-
-def _dataset_identity(path: str) -> Dict[str, Any]:
-    import yaml
-
-    meta = yaml.safe_load(Path(path).read_text()) or {}
-    names = meta.get("names")
-    if isinstance(names, dict):
-        names = [names[k] for k in sorted(names)]
-    return {"nc": meta.get("nc", len(names) if names is not None else None), "names": names}
-
-
-def _load_data(path: str) -> Tuple[str, Optional[int]]:
-    import yaml
-
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise SweepError(f"--data {path!r}: no such file (the sweep does not download datasets)")
-    try:
-        meta = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SweepError(f"--data {path!r}: not valid YAML ({exc})") from None
-    if not isinstance(meta, dict):
-        raise SweepError(f"--data {path!r}: expected a mapping with train/val/nc/names")
-    nc = meta.get("nc")
-    if nc is None and meta.get("names") is not None:
-        nc = len(meta["names"])
-    return str(p.resolve()), None if nc is None else int(nc)
-
-
-def _check_train_args(args: Sequence[str]) -> None:
-    for token in args:
-        if not token.startswith("--") or len(token) < 3:
-            continue
-        name = token[2:].split("=", 1)[0]
-        for flag, why in FORBIDDEN_TRAIN_FLAGS.items():
-            if flag == name or (len(name) >= 3 and flag.startswith(name)):
-                raise SweepError(f"yolov5 flag --{name} cannot be passed through: {why}")
-
-
-def _check_train_args_with_yolov5(args: Sequence[str]) -> None:
-    """Let yolov5's own argparse judge the pass-through flags, in a subprocess (no torch in this one)."""
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", "yolo_focal_plugin.sweep.runner", "--check", "--", "--data", "x.yaml", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    if proc.returncode != 0:
-        lines = [l for l in proc.stderr.splitlines() if "error:" in l] or proc.stderr.strip().splitlines()[-1:]
-        raise SweepError(f"yolov5 train does not accept the pass-through flags {' '.join(args)}: {lines[-1] if lines else 'unknown error'}")
-
-
-def _load_hyp_dict(path: Path) -> Dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SweepError(f"--hyp {path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise SweepError(f"--hyp {path}: expected a mapping of hyperparameters")
-    return data
-
-
-def _validate_units(space: SearchSpace, base: Dict[str, Any], nc: Optional[int], known: Sequence[str]) -> None:
-    from ..hyp import HypError, parse_focal_hyp
-
-    try:
-        parse_focal_hyp(base, nc=nc, known_losses=known)
-    except HypError as exc:
-        raise SweepError(f"--hyp: {exc}") from None
-    # each fl_* --set value on its own first, so that the message names the option and the value
-    for spec in space.extras:
-        if not spec.key.startswith("fl_"):
-            continue
-        for value in spec.values:
-            try:
-                parse_focal_hyp({**base, spec.key: value}, nc=nc, known_losses=known)
-            except HypError as exc:
-                raise SweepError(f"--set {spec.key}={fmt_extra(value)}: {exc}") from None
-    units: List[Unit] = list(space.planned_units())
-    if not space.is_grid:  # sampled: check the corners of the space, with every --set combination
-        corners = []
-        for loss in space.losses:
-            for g in (space.gamma.values if space.gamma.kind == "list" else (space.gamma.low, space.gamma.high)):
-                for a in (space.alpha.values if space.alpha.kind == "list" else (space.alpha.low, space.alpha.high)):
-                    corners += [Unit(loss, g, a, 0, "sampled", extras) for extras in space.extra_combos()]
-        units += corners
-    for unit in units:
-        try:
-            cfg = parse_focal_hyp(unit.hyp(base), nc=nc, known_losses=known)
-        except HypError as exc:
-            raise SweepError(f"{unit.describe()}: {exc}") from None
-        if unit.is_baseline and not cfg.is_stock:
-            raise SweepError(f"internal error: the baseline hyp is not stock ({cfg.describe()})")
-
-
-def _known_losses() -> Tuple[str, ...]:
-    from .runner import known_losses
-
-    return tuple(known_losses())
-
-
-def prepare_sweep(config: SweepConfig, create: bool = True) -> Prepared:
-    """Check every option, open the storage and create or load the study. Trains nothing.
-
-    Raises :class:`SweepError` with a clear message for any bad input.
-    """
-    if os.environ.get("YOLO_FOCAL_DISABLE", "").strip().lower() in ("1", "true", "yes", "on"):
-        raise SweepError("YOLO_FOCAL_DISABLE is set: a focal-loss sweep needs the plugin active; unset it")
-    for name, value, low in (("--epochs", config.epochs, 1), ("--img", config.img, 32), ("--batch-size", config.batch_size, 1), ("--n-jobs", config.n_jobs, 1), ("--heartbeat", config.heartbeat, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise SweepError(f"{name} must be an integer >= {low}, got {value!r}")
-    if config.grace is not None and (isinstance(config.grace, bool) or not isinstance(config.grace, int) or config.grace <= config.heartbeat):
-        raise SweepError(f"--grace must be an integer number of seconds above --heartbeat ({config.heartbeat}), got {config.grace!r}")
-    if config.threads is not None and config.threads < 1:
-        raise SweepError(f"--threads must be >= 1, got {config.threads}")
-    if config.prune not in ("none", "median"):
-        raise SweepError(f"--prune must be none or median, got {config.prune!r}")
-    if config.timeout is not None and config.timeout <= 0:
-        raise SweepError(f"--timeout must be > 0 seconds, got {config.timeout}")
-    if not config.study or any(c in config.study for c in "/\\\0") or config.study.startswith("."):
-        raise SweepError(f"--study {config.study!r}: use a plain name (letters, digits, - and _)")
-
-    known = _known_losses()
-    space = SearchSpace.build(config.sampler, config.losses, config.gamma, config.alpha, config.seeds, config.trials, known,
-                              sets=config.sets)
-    data, nc = _load_data(config.data)
-    cfg = _resolve_cfg(config.cfg)
-    weights = config.weights or ""
-    if weights:
-        if not Path(weights).expanduser().is_file():
-            raise SweepError(f"--weights {weights!r}: no such file (the sweep does not download weights; use '' to train from scratch)")
-        weights = str(Path(weights).expanduser().resolve())
-    if not cfg and not weights:
-        raise SweepError("give --cfg (e.g. yolov5n.yaml) or --weights")
-    hyp_path = _resolve_hyp(config.hyp)
-    base_hyp = _load_hyp_dict(hyp_path)
-    space = space.bind_hyp(base_hyp, str(hyp_path))
-    _validate_units(space, base_hyp, nc, known)
-    train_args = [str(a) for a in config.train_args]
-    _check_train_args(train_args)
-    if train_args:
-        _check_train_args_with_yolov5(train_args)
-
-    cpus = _cpu_count()
-    threads = config.threads or max(1, cpus // config.n_jobs)
-    workers = config.workers if config.workers is not None else min(8, max(0, threads - 1))
-
-    project = Path(config.project).expanduser()
-    runs_dir = (project / config.study).resolve()
-    storage_url = normalize_storage_url(config.storage) if config.storage else default_storage_url(project, config.study)
-    plan = Plan(
-        space=space.to_json(),
-        settings={
-            # paths may differ between machines: the dataset (classes), model and weights identities are compared
-            "dataset": _dataset_identity(data),
-            "model": _identity(cfg),
-            "weights_id": _identity(weights),
-            "data": data,
-            "cfg": cfg,
-            "weights": weights,
-            "epochs": config.epochs,
-            "img": config.img,
-            "batch_size": config.batch_size,
-            "train_args": train_args,
-        },
-        base_hyp=base_hyp,
-        trials=space.trials,
-    )
-    plan.settings["hyp_file"] = str(hyp_path)  # informative; the contents are compared through base_hyp
-    plan.settings["runs_dir"] = str(runs_dir)
-    sqlite_file = sqlite_path(storage_url)
-    if not create and sqlite_file is not None and not sqlite_file.exists():
-        storage = None  # a dry run creates nothing, and opening SQLite would create the file
-    else:
-        storage = open_storage(storage_url, heartbeat_interval=config.heartbeat, grace_period=config.grace,
-                               create_dirs=True)
-    study = None
-    created = False
-    if create:
-        # the SQLite file's claim lock also spans creation -> plan, so a bare study is a dead creator's
-        lock = _ClaimLock(sqlite_file.with_name(sqlite_file.name + ".lock")) if sqlite_file is not None else None
-        study, created = create_or_load_study(storage, config.study, plan, lock=lock,
-                                              notify=config.print_fn or print)
-    return Prepared(
-        config=config, space=space, plan=plan, storage_url=storage_url, storage=storage, study=study,
-        created=created, runs_dir=runs_dir, threads=threads, workers=workers, known_losses=known,
-    )
-
-
-# --------------------------------------------------------------------------- process identity
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _proc_start(pid: int) -> Optional[str]:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    return fields[19] if len(fields) > 19 else None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class _ClaimLock:
-    """Cross-process lock for SQLite studies (re-entrant within a process).
-
-    Optuna claims a queued trial with ``SELECT ... FOR UPDATE`` + ``UPDATE``. PostgreSQL locks the
-    row; SQLite ignores ``FOR UPDATE`` and pysqlite runs the ``SELECT`` outside a transaction, so
-    two processes sharing one SQLite file can both claim the same trial (seen in the tests). An
-    ``flock`` on ``<db>.lock`` around claims and recovery closes that gap; SQLite studies live on
-    one machine anyway. Other storages need no lock.
-    """
-
-    def __init__(self, path: Optional[Path]) -> None:
-        self.path = path
-        self._thread_lock = threading.RLock()
-        self._depth = 0
-        self._file: Any = None
-
-    def __enter__(self) -> "_ClaimLock":
-        self._thread_lock.acquire()
-        if self.path is not None and self._depth == 0:
-            import fcntl
-
-            self._file = open(self.path, "a+")
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
-        self._depth += 1
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._depth -= 1
-        if self._file is not None and self._depth == 0:
-            import fcntl
-
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-        self._thread_lock.release()
-
-
-# --------------------------------------------------------------------------- engine
-
 
 @dataclass
 class _Active:
@@ -477,17 +122,15 @@ class SweepEngine:
         self.study = prepared.study
         self.storage = prepared.storage
         self.study_id = self.storage.get_study_id_from_name(self.config.study)
-        from .study import sqlite_path
-
         db = sqlite_path(normalize_storage_url(prepared.storage_url))
-        self.lock = _ClaimLock(db.with_name(db.name + ".lock") if db is not None else None)
+        self.lock = ClaimLock(db.with_name(db.name + ".lock") if db is not None else None)
         self.stop = threading.Event()
         self.active: Dict[int, _Active] = {}
         self.trained = 0
         self.host = socket.gethostname()
-        self.boot = _boot_id()
+        self.boot = boot_id()
         self.pid = os.getpid()
-        self.pid_start = _proc_start(self.pid)
+        self.pid_start = proc_start(self.pid)
         self.print = self.config.print_fn or print
         self._bar: Any = None
         self.sampled_exhausted = False
@@ -550,7 +193,7 @@ class SweepEngine:
         while queueing the plan): its units are queued here at once instead of after ``timeout``."""
         created = (self.study.user_attrs.get(PLAN_ATTR) or {}).get("created") or {}
         pid = created.get("pid")
-        return created.get("host") == self.host and isinstance(pid, int) and pid != self.pid and not _pid_alive(pid)
+        return created.get("host") == self.host and isinstance(pid, int) and pid != self.pid and not pid_alive(pid)
 
     # ------------------------------------------------------------------ status
 
@@ -685,9 +328,9 @@ class SweepEngine:
         pid = int(run["pid"])
         if pid == self.pid and run.get("pid_start") == self.pid_start:
             return False  # ours; handled by our threads
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return True
-        start = _proc_start(pid)
+        start = proc_start(pid)
         return start is not None and run.get("pid_start") is not None and start != run.get("pid_start")
 
     def _requeue(self, tid: int, max_retry: Optional[int]) -> None:
@@ -699,8 +342,6 @@ class SweepEngine:
     def _salvage(self, frozen: Any) -> bool:
         """A dead worker's run that finished training anyway: record it instead of re-running it."""
         import json
-
-        from .trial import STATUS_FILE, best_row, read_results
 
         run = trial_run(frozen)
         run_dir = Path(run.get("dir") or "")

@@ -12,14 +12,13 @@ import argparse
 import csv
 import json
 import math
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .space import BASELINE, Extras, SweepError, Unit, fmt_extra, fmt_value
+from .space import BASELINE, Extras, Unit, fmt_extra, fmt_value
 from .stats import WelchResult, mean, std, welch
-from .study import Outcome, Plan, classify, default_storage_url, load_study, open_storage, redact_url, trial_run, trial_unit, unit_statuses
+from .study import Outcome, Plan, default_storage_url, load_study, open_storage, redact_url, trial_run, unit_statuses
 
 __all__ = ["Row", "Report", "build_report", "write_report", "add_arguments", "run_from_args", "SIGNIFICANCE"]
 

@@ -7,7 +7,6 @@ reason the runner wrote (``sweep_status.json``) or the last error line of its lo
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -21,15 +20,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 
+from ..run_results import MAP50, MAP50_95, PRECISION, RECALL, RESULTS_FILE, best_epoch_index, fitness, read_results_csv
+
 __all__ = ["TrialSpec", "TrialResult", "EpochRow", "read_results", "run_trial", "best_row", "LOG_FILE", "STATUS_FILE", "HYP_FILE"]
 
 LOG_FILE = "sweep_train.log"
 STATUS_FILE = "sweep_status.json"
 HYP_FILE = "sweep_hyp.yaml"
 POLL_SECONDS = 1.0
-FITNESS_WEIGHTS = (0.0, 0.0, 0.1, 0.9)  # yolov5.utils.metrics.fitness: P, R, mAP50, mAP50-95
-
-LOSS_COLUMNS = ("train/box_loss", "train/obj_loss", "train/cls_loss")
 
 
 @dataclass
@@ -43,60 +41,45 @@ class EpochRow:
 
     @property
     def fitness(self) -> float:
-        w = FITNESS_WEIGHTS
-        return w[0] * self.precision + w[1] * self.recall + w[2] * self.map50 + w[3] * self.map50_95
+        return fitness(self.precision, self.recall, self.map50, self.map50_95)
 
     def nan_columns(self) -> List[str]:
+        """The training losses that are not finite in this epoch (a diverged run)."""
         return [k for k, v in self.losses.items() if not math.isfinite(v)]
 
 
-def _float(value: Any) -> float:
-    try:
-        return float(str(value).strip())
-    except ValueError:
-        return math.nan
-
-
 def read_results(path: Path) -> List[EpochRow]:
-    """The complete rows of a YOLOv5 ``results.csv`` (column names are space-padded)."""
-    if not path.is_file():
-        return []
+    """The complete rows of a YOLOv5 ``results.csv``, possibly still being written; [] when there is none yet.
+
+    A last line without its newline, or a row with a different number of cells than the header,
+    is not complete yet and is left out.
+    """
     try:
-        text = path.read_text()
+        table = read_results_csv(path, drop_unfinished_row=True)
     except OSError:
         return []
-    lines = text.splitlines()
-    if text and not text.endswith("\n"):
-        lines = lines[:-1]  # a row being written
-    if len(lines) < 2:
+    if table is None:
         return []
-    rows: List[EpochRow] = []
-    reader = csv.reader(lines)
-    header = [h.strip() for h in next(reader)]
-    for values in reader:
-        if len(values) != len(header):
-            continue
-        row = dict(zip(header, values))
-        rows.append(
-            EpochRow(
-                epoch=int(_float(row.get("epoch", len(rows)))),
-                precision=_float(row.get("metrics/precision")),
-                recall=_float(row.get("metrics/recall")),
-                map50=_float(row.get("metrics/mAP_0.5")),
-                map50_95=_float(row.get("metrics/mAP_0.5:0.95")),
-                losses={k: _float(row[k]) for k in LOSS_COLUMNS if k in row},
-            )
+    precision, recall, map50, map50_95 = (table.index(name) for name in (PRECISION, RECALL, MAP50, MAP50_95))
+    losses = [(table.columns[j], j) for j in table.loss_columns()]
+    complete = [row for row in table.rows if len(row) == len(table.columns)]
+    return [
+        EpochRow(
+            epoch=int(table.epoch(row, position)),
+            precision=table.value(row, precision),
+            recall=table.value(row, recall),
+            map50=table.value(row, map50),
+            map50_95=table.value(row, map50_95),
+            losses={name: table.value(row, j) for name, j in losses},
         )
-    return rows
+        for position, row in enumerate(complete)
+    ]
 
 
 def best_row(rows: Sequence[EpochRow]) -> Optional[EpochRow]:
-    """The row YOLOv5 saved ``best.pt`` from: highest fitness, first one on ties."""
-    best: Optional[EpochRow] = None
-    for row in rows:
-        if math.isfinite(row.fitness) and (best is None or row.fitness > best.fitness):
-            best = row
-    return best
+    """The best epoch's row (:func:`~yolo_focal_plugin.run_results.best_epoch_index`); None if no fitness is finite."""
+    best = best_epoch_index([row.fitness for row in rows])
+    return None if best is None else rows[best]
 
 
 @dataclass
@@ -221,7 +204,7 @@ def run_trial(
     status_path = spec.run_dir / STATUS_FILE
     if status_path.exists():
         status_path.unlink()
-    results_path = spec.run_dir / "results.csv"
+    results_path = spec.run_dir / RESULTS_FILE
     log_path = spec.run_dir / LOG_FILE
     env = dict(os.environ)
     env.update(
