@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..env import DISABLE, flag
 from ._liveness import ClaimLock
 from .space import SearchSpace, SweepError, Unit, fmt_extra
 from .study import (
@@ -251,8 +252,8 @@ def prepare_sweep(config: SweepConfig, create: bool = True) -> Prepared:
 
     Raises :class:`SweepError` with a clear message for any bad input.
     """
-    if os.environ.get("YOLO_FOCAL_DISABLE", "").strip().lower() in ("1", "true", "yes", "on"):
-        raise SweepError("YOLO_FOCAL_DISABLE is set: a focal-loss sweep needs the plugin active; unset it")
+    if flag(DISABLE):
+        raise SweepError(f"{DISABLE} is set: a focal-loss sweep needs the plugin active; unset it")
     for name, value, low in (("--epochs", config.epochs, 1), ("--img", config.img, 32), ("--batch-size", config.batch_size, 1), ("--n-jobs", config.n_jobs, 1), ("--heartbeat", config.heartbeat, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise SweepError(f"{name} must be an integer >= {low}, got {value!r}")

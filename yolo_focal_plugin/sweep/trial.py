@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 
+from ..env import DISABLE
 from ..run_results import MAP50, MAP50_95, PRECISION, RECALL, RESULTS_FILE, best_epoch_index, fitness, read_results_csv
 
 __all__ = ["TrialSpec", "TrialResult", "EpochRow", "read_results", "run_trial", "best_row", "LOG_FILE", "STATUS_FILE", "HYP_FILE"]
@@ -213,7 +214,7 @@ def run_trial(
         OPENBLAS_NUM_THREADS=str(spec.threads),
         PYTHONUNBUFFERED="1",
     )
-    env.pop("YOLO_FOCAL_DISABLE", None)
+    env.pop(DISABLE, None)
     start = time.monotonic()
     seen = 0
     rows: List[EpochRow] = []
