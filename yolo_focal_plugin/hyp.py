@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "HypError",
@@ -37,6 +37,7 @@ __all__ = [
     "FL_KEYS",
     "parse_focal_hyp",
     "loss_names",
+    "plugin_keys",
     "check_alpha_classes",
     "PLAIN_BCE",
     "bundled_hyp_dir",
@@ -272,6 +273,22 @@ def parse_focal_hyp(
         assigner=assigner,
         present_keys=tuple(k for k in FL_KEYS if k in hyp),
     )
+
+
+def plugin_keys(hyp: Mapping[str, Any]) -> List[str]:
+    """The keys of ``hyp`` that only the plugin understands: every ``fl_*`` key, in any case, except
+    a numeric ``fl_gamma`` (YOLOv5's own key, which stock ``ComputeLoss`` and ``--evolve`` handle).
+
+    These are the keys that would silently do nothing, or break YOLOv5, without the plugin.
+    """
+    keys = []
+    for key, value in hyp.items():
+        if not isinstance(key, str) or not key.lower().startswith(("fl_", "fl-")):
+            continue
+        if key == "fl_gamma" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            continue
+        keys.append(key)
+    return keys
 
 
 def loss_names() -> Tuple[str, ...]:

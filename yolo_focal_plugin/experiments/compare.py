@@ -17,8 +17,8 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import yaml
 
+from ..yolo_yaml import read_yaml_mapping
 from ..run_results import MAP50, MAP50_95, PRECISION, RECALL, best_epoch_index, fitness, read_results_csv
 
 __all__ = ["METRICS", "add_arguments", "best_index", "read_results", "run_compare", "run_from_args"]
@@ -79,8 +79,8 @@ def _hyp_label(run: Path) -> str:
     if not p.is_file():
         return ""
     try:
-        hyp = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError:
+        hyp = read_yaml_mapping(p)
+    except ValueError:  # a run whose hyp.yaml is unreadable still gets its curves compared
         return ""
     parts = [f"{k[3:]}={hyp[k]}" for k in HYP_KEYS if k in hyp]
     if not parts and "fl_gamma" in hyp:

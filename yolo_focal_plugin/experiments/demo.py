@@ -20,6 +20,7 @@ import yaml
 
 from ..hyp import resolve_hyp_path
 from ..run_results import RESULTS_FILE, read_results_csv
+from ..yolo_yaml import read_yaml_mapping
 from .synth import SynthConfig, generate, generated_dataset
 
 __all__ = ["DemoSetting", "DEFAULT_SETTINGS", "run_demo", "run_demo_seeds"]
@@ -54,7 +55,7 @@ def setting_hyp_text(setting: DemoSetting) -> str:
     base = resolve_hyp_path(setting.base_hyp) if setting.base_hyp else _stock_hyp_path()
     if base is None:
         raise FileNotFoundError(f"bundled hyp {setting.base_hyp!r} not found")
-    hyp = yaml.safe_load(Path(base).read_text())
+    hyp = read_yaml_mapping(base)
     hyp.update(setting.hyp_overrides)
     return yaml.safe_dump(hyp, sort_keys=False)
 

@@ -218,20 +218,14 @@ def _patched_source(source: str) -> Optional[str]:
 
 
 def _needs_plugin(hyp_path: Any) -> bool:
-    """True if the hyp has keys stock evolve cannot handle (any fl_* key other than a numeric fl_gamma)."""
-    from ..hyp import resolve_hyp_path
+    """True if the hyp has keys stock evolve cannot handle (``hyp.plugin_keys``)."""
+    from ..hyp import plugin_keys
+    from ..yolo_yaml import load_hyp
 
-    path = Path(str(hyp_path))
-    if not path.is_file():
-        path = resolve_hyp_path(str(hyp_path)) or path
     try:
-        import yaml
-
-        with open(path, errors="ignore") as f:
-            hyp = yaml.safe_load(f) or {}
-    except (OSError, ValueError):
+        return bool(plugin_keys(load_hyp(hyp_path)))
+    except ValueError:  # unreadable: yolov5 reports it in its own words
         return False
-    return any(isinstance(k, str) and k.startswith("fl_") and (k != "fl_gamma" or not _is_number(v)) for k, v in hyp.items())
 
 
 def _guard(train_module: types.ModuleType, reason: str) -> None:

@@ -24,7 +24,8 @@ from typing import Any, Callable, Dict, List, Optional, Set
 
 from ..env import FORCE as FORCE_ENV
 from ..env import flag
-from ..hyp import FocalHyp, HypError, parse_focal_hyp
+from ..hyp import FocalHyp, HypError, parse_focal_hyp, plugin_keys
+from ..yolo_yaml import dataset_classes, load_hyp
 from . import compat
 from .hook import CLONE_WATCHED
 from .patching import LEDGER
@@ -349,23 +350,7 @@ def _dataset_nc(opt: Any) -> Optional[int]:
     data = getattr(opt, "data", None)
     if not data or not os.path.isfile(str(data)):
         return None
-    import yaml
-
-    with open(str(data), errors="ignore") as f:
-        meta = yaml.safe_load(f) or {}
-    if "nc" in meta:
-        return int(meta["nc"])
-    names = meta.get("names")
-    return len(names) if names is not None else None
-
-
-def _load_hyp(hyp: Any) -> Dict[str, Any]:
-    if isinstance(hyp, dict):
-        return hyp
-    import yaml
-
-    with open(str(hyp), errors="ignore") as f:
-        return yaml.safe_load(f) or {}
+    return dataset_classes(str(data))[0]
 
 
 def before_train(hyp: Any, opt: Any, callbacks: Any, task: str = "detect") -> Dict[str, Any]:
@@ -376,7 +361,7 @@ def before_train(hyp: Any, opt: Any, callbacks: Any, task: str = "detect") -> Di
     cannot honour). Returns the hyp as a dict: the wrapped ``train()`` gets it instead of the path,
     so the file is read once.
     """
-    hyp = _load_hyp(hyp)
+    hyp = load_hyp(hyp)
     parse_focal_hyp(hyp, nc=_dataset_nc(opt), task=task)
     from .criteria import EpochClock
 
@@ -409,18 +394,8 @@ def wrap_train(train_module: types.ModuleType, fix_map50s: bool, task: str = "de
 # --------------------------------------------------------------------------- clones of ultralytics/yolov5
 
 
-def asks_for_plugin(hyp: Dict[str, Any]) -> List[str]:
-    """The hyp's keys that only the plugin understands: every ``fl_*`` key but a plain ``fl_gamma``.
-
-    YOLOv5's own ``ComputeLoss`` reads ``fl_gamma`` and ignores the rest, so these are the keys
-    that would silently do nothing if the plugin were not in charge of the loss. Case-insensitive,
-    so that a mistyped ``FL_ALPHA`` counts too.
-    """
-    return [k for k in hyp if isinstance(k, str) and k.lower().startswith("fl_") and k != "fl_gamma"]
-
-
 def _refuse_unrecognised_loss(hyp: Dict[str, Any]) -> None:
-    keys = asks_for_plugin(hyp)
+    keys = plugin_keys(hyp)
     if not keys or not STATE.unrecognised_loss:
         return
     where = "; ".join(f"{file}: {', '.join(missing)} not found" for file, missing in STATE.unrecognised_loss.items())
@@ -448,14 +423,14 @@ def prepare_clone_run(frame: Any) -> None:
     if main is None:
         return  # val.py, detect.py, a user's script: nothing to prepare
     opt = main.f_locals["opt"]
-    hyp = _load_hyp(opt.hyp)
+    hyp = load_hyp(opt.hyp)
     _refuse_unrecognised_loss(hyp)
-    if getattr(opt, "evolve", False) and asks_for_plugin(hyp):
+    if getattr(opt, "evolve", False) and plugin_keys(hyp):
         from .evolve import SWEEP_HINT, EvolveUnsupported
 
         raise EvolveUnsupported(
             f"--evolve in a clone of ultralytics/yolov5 cannot mutate the plugin's keys "
-            f"({', '.join(asks_for_plugin(hyp))}): its evolve table knows only YOLOv5's keys and would fail in "
+            f"({', '.join(plugin_keys(hyp))}): its evolve table knows only YOLOv5's keys and would fail in "
             f"generation 1 or 2; {SWEEP_HINT}"
         )
     before_train(hyp, opt, main.f_locals.get("callbacks"), task="segment" if is_segment_script(main) else "detect")

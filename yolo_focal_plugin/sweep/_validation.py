@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..env import DISABLE, flag
+from ..yolo_yaml import YamlFileError, dataset_classes, read_yaml_mapping
 from ._liveness import ClaimLock
 from .space import SearchSpace, SweepError, Unit, fmt_extra
 from .study import (
@@ -149,26 +150,16 @@ def _identity(path: str) -> str:
 
 
 def _dataset_identity(path: str) -> Dict[str, Any]:
-    import yaml
-
-    meta = yaml.safe_load(Path(path).read_text()) or {}
-    names = meta.get("names")
-    if isinstance(names, dict):
-        names = [names[k] for k in sorted(names)]
-    return {"nc": meta.get("nc", len(names) if names is not None else None), "names": names}
+    nc, names = dataset_classes(path)
+    return {"nc": nc, "names": names}
 
 
 def _read_yaml_mapping(path: Path, option: str, expected: str) -> Dict[str, Any]:
     """The mapping in YAML file ``path``; a SweepError that starts with ``option`` when it is not one."""
-    import yaml
-
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SweepError(f"{option}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise SweepError(f"{option}: expected {expected}")
-    return data
+        return read_yaml_mapping(path, expected)
+    except YamlFileError as exc:
+        raise SweepError(f"{option}: {str(exc).split(': ', 1)[-1]}") from None
 
 
 def _load_data(path: str) -> Tuple[str, Optional[int]]:
@@ -176,10 +167,7 @@ def _load_data(path: str) -> Tuple[str, Optional[int]]:
     if not p.is_file():
         raise SweepError(f"--data {path!r}: no such file (the sweep does not download datasets)")
     meta = _read_yaml_mapping(p, f"--data {path!r}", "a mapping with train/val/nc/names")
-    nc = meta.get("nc")
-    if nc is None and meta.get("names") is not None:
-        nc = len(meta["names"])
-    return str(p.resolve()), None if nc is None else int(nc)
+    return str(p.resolve()), dataset_classes(meta)[0]
 
 
 def _check_train_args(args: Sequence[str]) -> None:

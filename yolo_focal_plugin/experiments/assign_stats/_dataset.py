@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
 import numpy as np
-import yaml
 
 IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")  # yolov5's list
 
@@ -61,11 +60,10 @@ def dataset_items(data_yaml: Union[str, Path], split: str = "train") -> List[Dat
     Raises ``ValueError`` for an unreadable YAML, a missing split key, a split path that does not
     exist, or a split with nothing in it.
     """
+    from ...yolo_yaml import read_yaml_mapping
+
     data_yaml = Path(data_yaml)
-    with open(data_yaml) as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{data_yaml}: expected a mapping with path/train/val keys")
+    data = read_yaml_mapping(data_yaml, "a mapping with path/train/val keys")
     splits = ("train", "val") if split == "all" else (split,)
     root = _dataset_root(data, data_yaml)
     items: List[DatasetItem] = []

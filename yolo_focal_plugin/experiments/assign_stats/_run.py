@@ -13,7 +13,6 @@ from typing import Iterable, List, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 import torch
-import yaml
 
 from ...retina import RetinaMatcher, anchors_for_image, grid_anchor_boxes
 from ._dataset import dataset_items, image_size, letterbox_boxes, read_label_file
@@ -28,17 +27,9 @@ def _resolve_hyp(hyp: Union[dict, str, Path, None]) -> dict:
     """The hyperparameters from a dict, a YAML path or a bundled hyp name (``{}`` for None)."""
     if hyp is None:
         return {}
-    if isinstance(hyp, dict):
-        return hyp
-    from ...hyp import resolve_hyp_path
+    from ...yolo_yaml import load_hyp
 
-    p = Path(hyp)
-    if not p.is_file():
-        p = resolve_hyp_path(hyp) or p
-    if not p.is_file():
-        raise ValueError(f"hyp file {hyp!r} not found (a path or a bundled name such as hyp.focal.yaml)")
-    with open(p) as f:
-        return yaml.safe_load(f) or {}
+    return load_hyp(hyp)
 
 
 def _batches(items: Sequence[T], n: int) -> Iterable[Sequence[T]]:
