@@ -380,3 +380,25 @@ def test_anchors_made_under_inference_mode_are_matched_and_not_cached():
         matches_again, _ = matcher(anchors, gts)
     assert labels.tolist() == [1, 0] and matches.tolist() == [0, -1] and matches_again.tolist() == [0, -1]
     assert matcher._cache == []
+
+
+# ---- #13: the restated matcher gives the pre-#13 outputs bit for bit ------------------------
+
+def test_same_outputs_as_the_pre_13_matcher_on_80_seeded_problems():
+    # Frozen outputs of commit 7182b89 (see tests/_matcher_reference.py for how they were made):
+    # grid, YOLO, irregular and tiny anchor sets, batches, eight settings, and quality matrices
+    # with exact ties that reach the rounds and the last resort.
+    from pathlib import Path
+
+    from _matcher_reference import run  # tests/ is on sys.path (rootdir conftest, no __init__)
+
+    ref = torch.load(Path(__file__).parent / "data" / "matcher_reference.pt", weights_only=True)
+    assert len(ref["problems"]) == 80
+    for problem, want in zip(ref["problems"], ref["outputs"]):
+        got = run(problem)
+        assert got.keys() == want.keys(), problem["name"]
+        for k in want:
+            if k == "error":
+                assert got[k] == want[k], problem["name"]
+            else:
+                assert torch.equal(got[k], want[k]), (problem["name"], k)
