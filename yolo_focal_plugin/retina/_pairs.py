@@ -16,10 +16,15 @@ the IoU of every candidate is then computed exactly as ``torchvision.ops.box_iou
 result equals a dense computation bit for bit. Groups that are not a full regular grid (and all
 anchors with ``dense=True``) are compared with every GT, in chunks. No step ever materialises more
 than ``budget`` pairs at once.
+
+The matcher works on :class:`Pairs` (parallel GT / anchor / IoU columns) and asks a
+:class:`PairSource` for more pairs of a GT when needed: :class:`BoxPairSource` searches the
+index for boxes, :class:`ListedPairSource` filters a precomputed list (quality-matrix path).
 """
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+from dataclasses import dataclass
+from typing import Iterator, Optional, Protocol, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -43,6 +48,42 @@ def pair_iou(gt: Tensor, anc: Tensor, gt_area: Tensor, anc_area: Tensor) -> Tens
 
 def box_area(b: Tensor) -> Tensor:
     return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Candidate (GT, anchor, IoU) pairs: three parallel ``[P]`` tensors.
+
+    ``gt`` and ``anchor`` are int64 ids, ``iou`` is the pair's IoU (float, > 0). What the ids
+    index is the holder's business: local GT rows and anchor rows in :meth:`AnchorIndex.candidates`,
+    the matcher's compact GT ids and flat ``image * A + anchor`` ids inside the matcher. Every
+    filter is ``pairs[mask]``, so the three columns can never go out of step.
+    """
+
+    gt: Tensor
+    anchor: Tensor
+    iou: Tensor
+
+    @staticmethod
+    def empty(dtype: torch.dtype, device: torch.device) -> "Pairs":
+        z = torch.zeros(0, dtype=torch.long, device=device)
+        return Pairs(z, z, torch.zeros(0, dtype=dtype, device=device))
+
+    @staticmethod
+    def cat(parts: Sequence["Pairs"]) -> "Pairs":
+        """Concatenation in order (``parts`` must not be empty)."""
+        return Pairs(*(torch.cat([getattr(p, f) for p in parts]) for f in ("gt", "anchor", "iou")))
+
+    def __getitem__(self, keep: Tensor) -> "Pairs":
+        return Pairs(self.gt[keep], self.anchor[keep], self.iou[keep])
+
+    def __len__(self) -> int:
+        return self.gt.numel()
+
+    def best_per_gt(self, m: int, fill: float) -> Tensor:
+        """``[m]``: each GT's highest IoU over the pairs, ``fill`` where it has none (or less)."""
+        return torch.full((m,), fill, dtype=self.iou.dtype, device=self.iou.device).scatter_reduce_(
+            0, self.gt, self.iou, "amax")
 
 
 def _cluster_1d(v: Tensor) -> Tuple[Tensor, Tensor]:
@@ -231,6 +272,16 @@ class AnchorIndex:
                     gl = torch.arange(r0, r1, device=dev).repeat_interleave(aid.numel())
                     yield gl, aid.repeat(r1 - r0)
 
+    def candidates(self, gt: Tensor, gt_area: Tensor, tau: Tensor, budget: int) -> Pairs:
+        """Every pair ``(local GT row, anchor row, IoU)`` with ``IoU > 0`` and ``IoU >= tau[gt]``,
+        GT-major within each chunk of :meth:`pairs`; IoUs exactly as ``box_iou`` gives them."""
+        parts = []
+        for gl, a in self.pairs(gt, tau, budget):
+            iou = pair_iou(gt[gl], self.anchors[a], gt_area[gl], self.area[a])
+            keep = (iou > 0) & (iou >= tau[gl])
+            parts.append(Pairs(gl[keep], a[keep], iou[keep]))
+        return Pairs.cat(parts) if parts else Pairs.empty(gt.dtype, gt.device)
+
     def dense_max(self, gt: Tensor, gt_area: Tensor, budget: int) -> Tensor:
         """``[m]``: exact best IoU of each GT over the dense (non-grid) anchors."""
         out = torch.zeros(gt.shape[0], dtype=gt.dtype, device=gt.device)
@@ -241,3 +292,51 @@ class AnchorIndex:
             iou = pair_iou(gt[gl], self.anchors[a], gt_area[gl], self.area[a])
             out.scatter_reduce_(0, gl, iou, "amax")
         return out
+
+
+class PairSource(Protocol):
+    """Where the matcher's rule gets more pairs of a GT when its short list runs out."""
+
+    def pairs_of(self, sub: Optional[Tensor], tau: Optional[Tensor] = None) -> Pairs:
+        """Pairs (compact GT id, flat anchor id, IoU) of the GTs ``sub`` (``None``: all) with
+        ``IoU > 0`` and ``IoU >= tau`` (``tau [len(sub)]``; ``None``: every overlapping anchor)."""
+
+
+@dataclass
+class BoxPairSource:
+    """The non-degenerate GT boxes of a batch (compact ids ``0..num-1``), searched in ``index``.
+
+    Flat anchor id = ``image * A + anchor``, so one labelling covers the whole batch.
+    """
+
+    boxes: Tensor  # [num, 4]
+    image: Tensor  # [num] long
+    index: AnchorIndex
+    budget: int
+
+    def __post_init__(self) -> None:
+        self.area = box_area(self.boxes)
+        self.num = self.boxes.shape[0]
+
+    def pairs_of(self, sub: Optional[Tensor], tau: Optional[Tensor] = None) -> Pairs:
+        boxes, area = (self.boxes, self.area) if sub is None else (self.boxes[sub], self.area[sub])
+        if tau is None:
+            tau = torch.zeros(boxes.shape[0], dtype=boxes.dtype, device=boxes.device)
+        p = self.index.candidates(boxes, area, tau.to(boxes.dtype), self.budget)
+        gt = p.gt if sub is None else sub[p.gt]
+        return Pairs(gt, self.image[gt] * self.index.num + p.anchor, p.iou)
+
+
+@dataclass
+class ListedPairSource:
+    """Every overlapping pair of ``m`` GTs, listed up front (the quality-matrix path)."""
+
+    pairs: Pairs
+    m: int
+
+    def pairs_of(self, sub: Optional[Tensor], tau: Optional[Tensor] = None) -> Pairs:
+        slot = torch.full((self.m,), -1, dtype=torch.long, device=self.pairs.gt.device)  # GT -> position in sub
+        sub = torch.arange(self.m, device=slot.device) if sub is None else sub
+        slot[sub] = torch.arange(sub.numel(), device=slot.device)
+        p = self.pairs[slot[self.pairs.gt] >= 0]
+        return p if tau is None else p[p.iou >= tau[slot[p.gt]]]
