@@ -96,6 +96,13 @@ class RetinaMatcher:
     at once. The outputs are identical for any budget, any ``candidate_search`` and to
     ``match_quality_matrix(box_iou(gts, anchors))`` (tested).
 
+    **Anchor index reuse.** Indexing the anchors costs more than matching one image, so the index
+    is kept for the anchor tensors used last: two per matcher, and four shared by every matcher
+    in the process (so ``RetinaMatcher()(anchors, gt)`` in a loop pays it once). An entry is
+    keyed by the tensor's storage, shape, strides, dtype, device and version counter, and holds
+    the tensor alive: an in-place edit or a different tensor builds a new index. Tensors made
+    under ``torch.inference_mode`` have no version counter and are never cached.
+
     Args:
         pos_iou: positive threshold, ``0 < neg_iou <= pos_iou <= 1``.
         neg_iou: below it an anchor is negative.
@@ -108,6 +115,11 @@ class RetinaMatcher:
             on a regular grid: no silent slow path in training) or ``"dense"`` (compare every
             anchor; the reference the tests use).
     """
+
+    # process-wide anchor indexes, most recent first (see "Anchor index reuse")
+    _shared_cache: List[_CacheEntry] = []
+    _SHARED_CACHE_SIZE = 4
+    _OWN_CACHE_SIZE = 2
 
     def __init__(
         self,
@@ -138,6 +150,7 @@ class RetinaMatcher:
         self.drop_degenerate = bool(drop_degenerate)
         self.max_iou_entries = int(max_iou_entries)
         self.candidate_search = candidate_search
+        # this matcher's own entries: they survive other matchers' churn in the shared cache
         self._cache: List[_CacheEntry] = []
 
     def __repr__(self) -> str:
@@ -207,15 +220,18 @@ class RetinaMatcher:
         return anchors
 
     def _index(self, anchors: Tensor) -> AnchorIndex:
+        """The anchors' index, from this matcher's cache, the shared one, or built (and cached)."""
         # Inference tensors (anchors built under torch.inference_mode, e.g. in yolov5's val loop)
         # have no version counter, so an in-place edit could not be detected: never cache them.
         cacheable = not anchors.is_inference()
         key = (anchors.data_ptr(), tuple(anchors.shape), tuple(anchors.stride()), anchors.dtype,
                str(anchors.device), anchors._version if cacheable else None, self.candidate_search)
-        for k, t, idx in (self._cache if cacheable else ()):
-            # holding ``t`` keeps its memory alive, so an equal data_ptr means the same storage
-            if k == key:
-                return idx
+        if cacheable:
+            # an entry holds its tensor alive, so an equal data_ptr means the same storage
+            hit = next((e for e in self._cache + RetinaMatcher._shared_cache if e[0] == key), None)
+            if hit is not None:
+                self._remember(hit)
+                return hit[2]
         if not torch.isfinite(anchors).all():
             raise ValueError("anchors contain NaN/inf coordinates")
         if ((anchors[:, 2] <= anchors[:, 0]) | (anchors[:, 3] <= anchors[:, 1])).any():
@@ -227,8 +243,20 @@ class RetinaMatcher:
                 "grid (anchors of one shape must cover every cell of a grid); use 'auto'"
             )
         if cacheable:
-            self._cache = [(key, anchors, idx)] + self._cache[:1]
+            self._remember((key, anchors, idx))
         return idx
+
+    def _remember(self, entry: _CacheEntry) -> None:
+        """Put ``entry`` first in this matcher's cache and in the shared one (LRU)."""
+        def first(cache: List[_CacheEntry], size: int) -> List[_CacheEntry]:
+            return [entry] + [e for e in cache if e[0] != entry[0]][: size - 1]
+
+        if not self._cache or self._cache[0][0] != entry[0]:
+            self._cache = first(self._cache, self._OWN_CACHE_SIZE)
+        shared = RetinaMatcher._shared_cache
+        if not shared or shared[0][0] != entry[0]:
+            # rebinding (not mutating) keeps a concurrent reader's list intact
+            RetinaMatcher._shared_cache = first(shared, self._SHARED_CACHE_SIZE)
 
     def _check_zero_rows(self, q: Tensor, name: Callable[[int], str]) -> Tensor:
         """``[m]`` bool: GTs to match; raises on a GT with IoU 0 everywhere unless ``drop_degenerate``."""
