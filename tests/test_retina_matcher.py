@@ -463,3 +463,29 @@ def test_every_gt_left_without_a_positive_is_one_the_contract_allows():
             _unserved_gts_are_explained(iou, matches, labels, m.tie_tol)
             unserved += int((positives_per_gt(matches, labels, iou.shape[0])[iou.amax(1) > 0] == 0).sum())
     assert unserved > 0  # the problems do reach rule (c)
+
+
+def test_fresh_matchers_share_one_anchor_index_and_an_edit_rebuilds_it(monkeypatch):
+    built = []
+    orig = _pairs.AnchorIndex.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(1)
+        orig(self, *args, **kwargs)
+
+    monkeypatch.setattr(_pairs.AnchorIndex, "__init__", counting)
+    anchors = anchors_for_image(128, 128)
+    scenes = [_scene(15, 128, 6, 90, seed) for seed in range(4)]
+    per_image = [RetinaMatcher()(anchors, g) for g in scenes]  # the form users write first
+    assert len(built) == 1
+    batch = RetinaMatcher().match_batch(anchors, scenes)
+    assert len(built) == 1
+    for b, (m, l) in enumerate(per_image):
+        assert torch.equal(m, batch[0][b]) and torch.equal(l, batch[1][b])
+    RetinaMatcher(candidate_search="dense")(anchors, scenes[0])  # another mode, another index
+    assert len(built) == 2
+    anchors[0] += 1.0  # in place: the version counter moves, the cached index must not be used
+    got = RetinaMatcher()(anchors, scenes[0])
+    assert len(built) == 3
+    ref = RetinaMatcher().match_quality_matrix(box_iou(scenes[0], anchors))
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
