@@ -51,8 +51,8 @@ class RetinaMatcher:
     thresholds is *needy* (a small or thin box whose best IoU is 0.3; a box whose >= 0.5 anchors
     all overlap another box more). Needy GTs are served by three rules:
 
-    1. *Threshold positives never move in rule 2*: a GT never loses an anchor with IoU >=
-       ``pos_iou`` to it, and rule 3 never takes a GT's best anchor.
+    1. *Threshold positives stay put in rule 2*, which hands out only anchors that are not
+       positive. Rule 3 may take a positive from a GT that owns two or more, never its best.
     2. *Rounds.* Each unserved needy GT proposes its best remaining candidates: anchors that are
        not positive, with IoU > 0 to it, within ``tie_tol`` of its best such IoU (all of them
        when several tie, as torchvision and detectron2 do). Each proposed anchor goes to the
