@@ -380,3 +380,112 @@ def test_anchors_made_under_inference_mode_are_matched_and_not_cached():
         matches_again, _ = matcher(anchors, gts)
     assert labels.tolist() == [1, 0] and matches.tolist() == [0, -1] and matches_again.tolist() == [0, -1]
     assert matcher._cache == []
+
+
+# ---- #13: the restated matcher gives the pre-#13 outputs bit for bit ------------------------
+
+def test_same_outputs_as_the_pre_13_matcher_on_80_seeded_problems():
+    # Frozen outputs of commit 7182b89 (see tests/_matcher_reference.py for how they were made):
+    # grid, YOLO, irregular and tiny anchor sets, batches, eight settings, and quality matrices
+    # with exact ties that reach the rounds and the last resort.
+    from pathlib import Path
+
+    from _matcher_reference import run  # tests/ is on sys.path (rootdir conftest, no __init__)
+
+    ref = torch.load(Path(__file__).parent / "data" / "matcher_reference.pt", weights_only=True)
+    assert len(ref["problems"]) == 80
+    for problem, want in zip(ref["problems"], ref["outputs"]):
+        got = run(problem)
+        assert got.keys() == want.keys(), problem["name"]
+        for k in want:
+            if k == "error":
+                assert got[k] == want[k], problem["name"]
+            else:
+                assert torch.equal(got[k], want[k]), (problem["name"], k)
+
+
+def _unserved_gts_are_explained(iou, matches, labels, tie_tol=1e-5):
+    """The documented rule (c): a matchable GT without a positive has every overlapping anchor
+    positive, each its owner's only positive or its owner's best (within tie_tol)."""
+    counts = positives_per_gt(matches, labels, iou.shape[0])
+    pos = (labels == 1).nonzero().squeeze(1)
+    owner_best = torch.zeros(iou.shape[0]).scatter_reduce_(0, matches[pos], iou[matches[pos], pos], "amax")
+    for g in (counts == 0).nonzero().squeeze(1).tolist():
+        for a in (iou[g] > 0).nonzero().squeeze(1).tolist():
+            assert labels[a] == 1, f"GT {g} left without a positive although anchor {a} is free"
+            o = int(matches[a])
+            assert counts[o] == 1 or iou[o, a] >= owner_best[o] - tie_tol, (g, a, o)
+
+
+def test_greedy_rule_can_leave_gts_unserved_although_a_one_to_one_assignment_exists():
+    # The docstring's example: all IoUs below neg_iou, so every GT is needy.
+    q = T([[0.30, 0.20, 0, 0], [0.29, 0, 0, 0], [0, 0, 0.30, 0.20], [0, 0, 0.29, 0]])
+    import itertools
+
+    # GT0->1, GT1->0, GT2->3, GT3->2 gives every GT an anchor it overlaps ...
+    assert any(all(q[g, a] > 0 for g, a in enumerate(perm)) for perm in itertools.permutations(range(4)))
+    matches, labels = RetinaMatcher().match_quality_matrix(q)
+    # ... but round one gives anchor 0 to GT0 (0.30 > 0.29) and anchor 2 to GT2; GT1 and GT3 then
+    # have no free anchor, and rule 3 may not take an owner's only positive.
+    assert matches.tolist() == [0, -1, 2, -1] and labels.tolist() == [1, 0, 1, 0]
+    assert positives_per_gt(matches, labels, 4).tolist() == [1, 0, 1, 0]
+    _unserved_gts_are_explained(q, matches, labels)
+    # the same on boxes: GT0 and GT1 both overlap anchor 0 most, only GT0 also overlaps anchor 1
+    anchors = T([[0.0, 0, 10, 10], [20.0, 0, 30, 10]])
+    gts = T([[4.0, 0, 22, 10], [-10.0, 0, 5, 10]])
+    iou = box_iou(gts, anchors)
+    assert iou[0, 0] > iou[1, 0] > 0 and 0 < iou[0, 1] and iou[1, 1] == 0 and iou.max() < 0.4
+    bm, bl = RetinaMatcher()(anchors, gts)
+    assert bm.tolist() == [0, -1] and positives_per_gt(bm, bl, 2).tolist() == [1, 0]
+    _unserved_gts_are_explained(iou, bm, bl)
+
+
+def test_every_gt_left_without_a_positive_is_one_the_contract_allows():
+    from _matcher_reference import anchors_of, matcher_for, problems
+
+    unserved = 0
+    for p in problems():
+        m = matcher_for(p["config"])
+        if not m.allow_low_quality:
+            continue  # (b): nothing to explain
+        if "quality" in p:
+            ious, outs = [p["quality"]], [m.match_quality_matrix(p["quality"])]
+        else:
+            anchors = anchors_of(p)
+            try:
+                bm, bl = m.match_batch(anchors, p["gts"])
+            except ValueError:
+                continue
+            ious, outs = [box_iou(g, anchors) for g in p["gts"]], list(zip(bm, bl))
+        for iou, (matches, labels) in zip(ious, outs):
+            # (a) dropped degenerate GTs have no overlapping anchor here (NaN/no area/IoU 0 rows)
+            iou = torch.nan_to_num(iou, nan=0.0)
+            _unserved_gts_are_explained(iou, matches, labels, m.tie_tol)
+            unserved += int((positives_per_gt(matches, labels, iou.shape[0])[iou.amax(1) > 0] == 0).sum())
+    assert unserved > 0  # the problems do reach rule (c)
+
+
+def test_fresh_matchers_share_one_anchor_index_and_an_edit_rebuilds_it(monkeypatch):
+    built = []
+    orig = _pairs.AnchorIndex.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(1)
+        orig(self, *args, **kwargs)
+
+    monkeypatch.setattr(_pairs.AnchorIndex, "__init__", counting)
+    anchors = anchors_for_image(128, 128)
+    scenes = [_scene(15, 128, 6, 90, seed) for seed in range(4)]
+    per_image = [RetinaMatcher()(anchors, g) for g in scenes]  # the form users write first
+    assert len(built) == 1
+    batch = RetinaMatcher().match_batch(anchors, scenes)
+    assert len(built) == 1
+    for b, (m, l) in enumerate(per_image):
+        assert torch.equal(m, batch[0][b]) and torch.equal(l, batch[1][b])
+    RetinaMatcher(candidate_search="dense")(anchors, scenes[0])  # another mode, another index
+    assert len(built) == 2
+    anchors[0] += 1.0  # in place: the version counter moves, the cached index must not be used
+    got = RetinaMatcher()(anchors, scenes[0])
+    assert len(built) == 3
+    ref = RetinaMatcher().match_quality_matrix(box_iou(scenes[0], anchors))
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])

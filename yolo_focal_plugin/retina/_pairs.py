@@ -16,10 +16,15 @@ the IoU of every candidate is then computed exactly as ``torchvision.ops.box_iou
 result equals a dense computation bit for bit. Groups that are not a full regular grid (and all
 anchors with ``dense=True``) are compared with every GT, in chunks. No step ever materialises more
 than ``budget`` pairs at once.
+
+The matcher works on :class:`Pairs` (parallel GT / anchor / IoU columns) and asks a
+:class:`PairSource` for more pairs of a GT when needed: :class:`BoxPairSource` searches the
+index for boxes, :class:`ListedPairSource` filters a precomputed list (quality-matrix path).
 """
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+from dataclasses import dataclass
+from typing import Iterator, Optional, Protocol, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -43,6 +48,42 @@ def pair_iou(gt: Tensor, anc: Tensor, gt_area: Tensor, anc_area: Tensor) -> Tens
 
 def box_area(b: Tensor) -> Tensor:
     return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Candidate (GT, anchor, IoU) pairs: three parallel ``[P]`` tensors.
+
+    ``gt`` and ``anchor`` are int64 ids, ``iou`` is the pair's IoU (float, > 0). What the ids
+    index is the holder's business: local GT rows and anchor rows in :meth:`AnchorIndex.candidates`,
+    the matcher's compact GT ids and flat ``image * A + anchor`` ids inside the matcher. Every
+    filter is ``pairs[mask]``, so the three columns can never go out of step.
+    """
+
+    gt: Tensor
+    anchor: Tensor
+    iou: Tensor
+
+    @staticmethod
+    def empty(dtype: torch.dtype, device: torch.device) -> "Pairs":
+        z = torch.zeros(0, dtype=torch.long, device=device)
+        return Pairs(z, z, torch.zeros(0, dtype=dtype, device=device))
+
+    @staticmethod
+    def cat(parts: Sequence["Pairs"]) -> "Pairs":
+        """Concatenation in order (``parts`` must not be empty)."""
+        return Pairs(*(torch.cat([getattr(p, f) for p in parts]) for f in ("gt", "anchor", "iou")))
+
+    def __getitem__(self, keep: Tensor) -> "Pairs":
+        return Pairs(self.gt[keep], self.anchor[keep], self.iou[keep])
+
+    def __len__(self) -> int:
+        return self.gt.numel()
+
+    def best_per_gt(self, m: int, fill: float) -> Tensor:
+        """``[m]``: each GT's highest IoU over the pairs, ``fill`` where it has none (or less)."""
+        return torch.full((m,), fill, dtype=self.iou.dtype, device=self.iou.device).scatter_reduce_(
+            0, self.gt, self.iou, "amax")
 
 
 def _cluster_1d(v: Tensor) -> Tuple[Tensor, Tensor]:
@@ -104,6 +145,15 @@ class AnchorIndex:
             self.g_ny = torch.tensor([g["ny"] for g in groups], dtype=torch.long, device=dev)
             sizes = self.g_nx * self.g_ny
             self.g_off = torch.cumsum(sizes, 0) - sizes
+            # x and y side by side, [S, 2], built once here: the searches below run per call,
+            # and a per-image loop pays their number of small ops once per image
+            self.g_wh = torch.stack([self.g_w, self.g_h], 1)
+            self.g_area = self.g_w * self.g_h
+            self.g_origin = torch.stack([self.g_x0, self.g_y0], 1)
+            self.g_step = torch.stack([self.g_sx, self.g_sy], 1)
+            self.g_n = torch.stack([self.g_nx, self.g_ny], 1)
+            self.g_n_f = self.g_n.to(torch.float64)
+            self.g_last_f = (self.g_n - 1).to(torch.float64)
             self.table = torch.cat([g["table"] for g in groups]).to(dev)
 
     @staticmethod
@@ -132,34 +182,29 @@ class AnchorIndex:
         }
 
     # -- candidates -----------------------------------------------------------------------
-    def _combos(self, gt: Tensor, tau: Tensor):
-        """Per (GT, grid group): search window and nearest cell. Shapes ``[m, S]``."""
+    def _combos(self, gt: Tensor, tau: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per (GT, grid group), shapes ``[m, S]``: number of cells in the search window, its first
+        column, first row and width in cells (0 cells where the group cannot reach ``tau``)."""
         g = gt.to(torch.float64)
-        wg, hg = (g[:, 2] - g[:, 0])[:, None], (g[:, 3] - g[:, 1])[:, None]
-        cxg, cyg = ((g[:, 0] + g[:, 2]) / 2)[:, None], ((g[:, 1] + g[:, 3]) / 2)[:, None]
-        ws, hs = self.g_w[None], self.g_h[None]
-        ag, as_ = wg * hg, ws * hs
-        iw, ih = torch.minimum(ws, wg), torch.minimum(hs, hg)
+        wh_g = (g[:, 2:] - g[:, :2])[:, None]  # [m, 1, 2]
+        c_g = ((g[:, :2] + g[:, 2:]) / 2)[:, None]
+        iwh = torch.minimum(self.g_wh, wh_g)  # [m, S, 2]: largest possible overlap width, height
+        inter = iwh[..., 0] * iwh[..., 1]
+        ag = wh_g[..., 0] * wh_g[..., 1]
         t = (tau.to(torch.float64)[:, None] - _IOU_SLACK).clamp(min=0)
-        ub = iw * ih / (as_ + ag - iw * ih)
-        big = torch.maximum(as_, ag)
-        rx = (ws + wg) / 2 - t * big / ih + _POS_TOL * (1 + ws + wg)
-        ry = (hs + hg) / 2 - t * big / iw + _POS_TOL * (1 + hs + hg)
-        x0, sx, y0, sy = self.g_x0[None], self.g_sx[None], self.g_y0[None], self.g_sy[None]
-        nx, ny = self.g_nx[None], self.g_ny[None]
-        nxf, nyf = nx.to(torch.float64), ny.to(torch.float64)
+        ub = inter / (self.g_area + ag - inter)
+        big = torch.maximum(self.g_area, ag)
+        # the x half-window divides by the overlap height and vice versa: hence the flip
+        r = (self.g_wh + wh_g) / 2 - (t * big)[..., None] / iwh.flip(-1) + _POS_TOL * (1 + self.g_wh + wh_g)
         # clamp in float first: a far-away box must not overflow the long conversion
-        cx_lo = torch.minimum(torch.ceil((cxg - rx - x0) / sx).clamp(min=-1), nxf).long().clamp(min=0)
-        cx_hi = torch.minimum(torch.floor((cxg + rx - x0) / sx).clamp(min=-1), nxf).long()
-        cx_hi = torch.minimum(cx_hi, nx - 1)
-        cy_lo = torch.minimum(torch.ceil((cyg - ry - y0) / sy).clamp(min=-1), nyf).long().clamp(min=0)
-        cy_hi = torch.minimum(torch.floor((cyg + ry - y0) / sy).clamp(min=-1), nyf).long()
-        cy_hi = torch.minimum(cy_hi, ny - 1)
-        nxr = (cx_hi - cx_lo + 1).clamp(min=0)
-        nyr = (cy_hi - cy_lo + 1).clamp(min=0)
-        active = (ub >= t) & (rx > 0) & (ry > 0)
-        cnt = torch.where(active, nxr * nyr, torch.zeros_like(nxr))
-        return cnt, cx_lo, cy_lo, nxr
+        lo = torch.minimum(torch.ceil((c_g - r - self.g_origin) / self.g_step).clamp(min=-1), self.g_n_f)
+        lo = lo.long().clamp(min=0)
+        hi = torch.minimum(torch.floor((c_g + r - self.g_origin) / self.g_step).clamp(min=-1), self.g_n_f)
+        hi = torch.minimum(hi.long(), self.g_n - 1)
+        n = (hi - lo + 1).clamp(min=0)
+        active = (ub >= t) & (r > 0).all(-1)
+        cnt = torch.where(active, n[..., 0] * n[..., 1], torch.zeros_like(n[..., 0]))
+        return cnt, lo[..., 0], lo[..., 1], n[..., 0]
 
     def lower_bound(self, gt: Tensor, gt_area: Tensor, budget: int) -> Tensor:
         """``[m]``: IoU of each GT with the anchor nearest to its centre in every grid group, max
@@ -171,13 +216,10 @@ class AnchorIndex:
         step = max(1, budget // self.num_groups)
         for s in range(0, m, step):
             g = gt[s:s + step].to(torch.float64)
-            cxg = ((g[:, 0] + g[:, 2]) / 2)[:, None]
-            cyg = ((g[:, 1] + g[:, 3]) / 2)[:, None]
-            c = torch.round((cxg - self.g_x0[None]) / self.g_sx[None]).clamp(min=0)
-            c = torch.minimum(c, (self.g_nx - 1)[None].to(c.dtype)).long()
-            r = torch.round((cyg - self.g_y0[None]) / self.g_sy[None]).clamp(min=0)
-            r = torch.minimum(r, (self.g_ny - 1)[None].to(r.dtype)).long()
-            a = self.table[self.g_off[None] + r * self.g_nx[None] + c].reshape(-1)
+            c_g = ((g[:, :2] + g[:, 2:]) / 2)[:, None]  # [k, 1, 2]
+            cell = torch.round((c_g - self.g_origin) / self.g_step).clamp(min=0)
+            cell = torch.minimum(cell, self.g_last_f).long()  # [k, S, 2]: nearest column, row
+            a = self.table[self.g_off + cell[..., 1] * self.g_nx + cell[..., 0]].reshape(-1)
             gi = torch.arange(s, s + g.shape[0], device=gt.device).repeat_interleave(self.num_groups)
             iou = pair_iou(gt[gi], self.anchors[a], gt_area[gi], self.area[a])
             out[s:s + g.shape[0]] = iou.view(-1, self.num_groups).amax(1)
@@ -231,6 +273,16 @@ class AnchorIndex:
                     gl = torch.arange(r0, r1, device=dev).repeat_interleave(aid.numel())
                     yield gl, aid.repeat(r1 - r0)
 
+    def candidates(self, gt: Tensor, gt_area: Tensor, tau: Tensor, budget: int) -> Pairs:
+        """Every pair ``(local GT row, anchor row, IoU)`` with ``IoU > 0`` and ``IoU >= tau[gt]``,
+        GT-major within each chunk of :meth:`pairs`; IoUs exactly as ``box_iou`` gives them."""
+        parts = []
+        for gl, a in self.pairs(gt, tau, budget):
+            iou = pair_iou(gt[gl], self.anchors[a], gt_area[gl], self.area[a])
+            keep = (iou > 0) & (iou >= tau[gl])
+            parts.append(Pairs(gl[keep], a[keep], iou[keep]))
+        return Pairs.cat(parts) if parts else Pairs.empty(gt.dtype, gt.device)
+
     def dense_max(self, gt: Tensor, gt_area: Tensor, budget: int) -> Tensor:
         """``[m]``: exact best IoU of each GT over the dense (non-grid) anchors."""
         out = torch.zeros(gt.shape[0], dtype=gt.dtype, device=gt.device)
@@ -241,3 +293,51 @@ class AnchorIndex:
             iou = pair_iou(gt[gl], self.anchors[a], gt_area[gl], self.area[a])
             out.scatter_reduce_(0, gl, iou, "amax")
         return out
+
+
+class PairSource(Protocol):
+    """Where the matcher's rule gets more pairs of a GT when its short list runs out."""
+
+    def pairs_of(self, sub: Optional[Tensor], tau: Optional[Tensor] = None) -> Pairs:
+        """Pairs (compact GT id, flat anchor id, IoU) of the GTs ``sub`` (``None``: all) with
+        ``IoU > 0`` and ``IoU >= tau`` (``tau [len(sub)]``; ``None``: every overlapping anchor)."""
+
+
+@dataclass
+class BoxPairSource:
+    """The non-degenerate GT boxes of a batch (compact ids ``0..num-1``), searched in ``index``.
+
+    Flat anchor id = ``image * A + anchor``, so one labelling covers the whole batch.
+    """
+
+    boxes: Tensor  # [num, 4]
+    image: Tensor  # [num] long
+    index: AnchorIndex
+    budget: int
+
+    def __post_init__(self) -> None:
+        self.area = box_area(self.boxes)
+        self.num = self.boxes.shape[0]
+
+    def pairs_of(self, sub: Optional[Tensor], tau: Optional[Tensor] = None) -> Pairs:
+        boxes, area = (self.boxes, self.area) if sub is None else (self.boxes[sub], self.area[sub])
+        if tau is None:
+            tau = torch.zeros(boxes.shape[0], dtype=boxes.dtype, device=boxes.device)
+        p = self.index.candidates(boxes, area, tau.to(boxes.dtype), self.budget)
+        gt = p.gt if sub is None else sub[p.gt]
+        return Pairs(gt, self.image[gt] * self.index.num + p.anchor, p.iou)
+
+
+@dataclass
+class ListedPairSource:
+    """Every overlapping pair of ``m`` GTs, listed up front (the quality-matrix path)."""
+
+    pairs: Pairs
+    m: int
+
+    def pairs_of(self, sub: Optional[Tensor], tau: Optional[Tensor] = None) -> Pairs:
+        slot = torch.full((self.m,), -1, dtype=torch.long, device=self.pairs.gt.device)  # GT -> position in sub
+        sub = torch.arange(self.m, device=slot.device) if sub is None else sub
+        slot[sub] = torch.arange(sub.numel(), device=slot.device)
+        p = self.pairs[slot[self.pairs.gt] >= 0]
+        return p if tau is None else p[p.iou >= tau[slot[p.gt]]]
