@@ -232,3 +232,12 @@ def test_v70_segment_train_py_trains_the_named_loss(clone_v70, tiny_seg_data, tm
     assert record["criteria"].startswith("cls: BCEWithLogitsLoss(); obj: VFLoss(")
     assert (project / "seg" / "weights" / "best.pt").is_file()
 
+
+
+def test_uninstall_and_install_in_a_process_that_imported_a_clone(clone_v70, clean_env):
+    probe = ("import utils.loss as L, yolo_focal_plugin as P\n"
+             "P.uninstall(); print(hasattr(L.ComputeLoss.__init__, '_yolo_focal'))\n"
+             "P.install(); print(getattr(L.ComputeLoss.__init__, '_yolo_focal', False))\n")
+    proc = run([sys.executable, "-c", probe], clean_env, cwd=clone_v70)
+    assert proc.returncode == 0, explain(proc)
+    assert proc.stdout.split() == ["False", "True"], explain(proc)

@@ -17,6 +17,11 @@ from __future__ import annotations
 
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: this package is imported at start-up and must stay light
+    from pathlib import Path
+    from typing import Optional
+
 TYPE_CHECKING = False  # not typing's: importing typing alone costs start-up ~10 ms
 if TYPE_CHECKING:  # for type checkers only: importing these at run time is what start-up must avoid
     from contextlib import AbstractContextManager
@@ -83,6 +88,10 @@ def install(force: bool = False) -> None:
     from . import compat, hook
     from .yolov5_hooks import STATE, after_exec, check_version, read_yolov5_version, stand_aside_if_source_patched
 
+    clone_root = _imported_clone_root()
+    if clone_root is not None:
+        _install_for_clone(clone_root)
+        return
     package = sys.modules.get("yolov5")
     if package is not None:
         origin = getattr(package, "__file__", None)
@@ -94,12 +103,44 @@ def install(force: bool = False) -> None:
         origin = spec.origin if spec else None
         version = read_yolov5_version(origin)
     STATE.version = version
+    STATE.layout = "pip package"
     if stand_aside_if_source_patched(origin):
         return  # a yolov5 patched from patches/ calls the plugin itself: no second wrapping
     STATE.enabled = check_version(version, force=force)
     compat.set_offline_environment()
     hook.register()
     for name in hook.WATCHED:  # WATCHED is in dependency order
+        module = sys.modules.get(name)
+        if module is not None:
+            after_exec(name, module)
+
+
+def _imported_clone_root() -> Optional[Path]:
+    """The root of a YOLOv5 clone this process has imported modules of, if any (by shape, see ``clone``)."""
+    from .clone import clone_root_of, looks_like_clone
+    from .watched import CLONE_WATCHED
+
+    for name in CLONE_WATCHED:
+        module = sys.modules.get(name)
+        root = clone_root_of(name, getattr(module, "__file__", None)) if module is not None else None
+        if root is not None and looks_like_clone(root):
+            return root
+    return None
+
+
+def _install_for_clone(root: Path) -> None:
+    from . import compat, hook
+    from .watched import CLONE_WATCHED
+    from .yolov5_hooks import STATE, after_exec, source_patched_root
+
+    STATE.layout, STATE.clone_root = "clone", root
+    if source_patched_root(root):
+        STATE.source_patched, STATE.enabled = str(root), False
+        return
+    STATE.enabled = True
+    compat.set_offline_environment()
+    hook.register()
+    for name in CLONE_WATCHED:  # in dependency order, like WATCHED
         module = sys.modules.get(name)
         if module is not None:
             after_exec(name, module)

@@ -27,7 +27,7 @@ from ..env import flag
 from ..hyp import FocalHyp, HypError, parse_focal_hyp, plugin_keys
 from ..yolo_yaml import dataset_classes, load_hyp
 from . import compat
-from .hook import CLONE_WATCHED
+from .watched import CLONE_WATCHED
 from .patching import LEDGER
 
 SUPPORTED_YOLOV5_VERSIONS = ("7.0.14",)
