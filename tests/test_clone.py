@@ -138,13 +138,29 @@ def test_compute_loss_out_of_shape_is_refused_loudly(which, request, tiny_data, 
     assert not project.exists()
 
 
-def test_evolve_with_plugin_keys_is_refused_before_generation_one(clone_v70, tiny_data, tmp_path, clean_env):
+def test_evolve_with_plugin_keys_is_refused_where_main_has_another_shape(clone_newest, tiny_data, tmp_path, clean_env):
+    # The newest upstream rewrote its evolution; the plugin recognises v7.0's main() only.
     project = tmp_path / "evolve"
     proc = run([sys.executable, "train.py", *clone_train_args(tiny_data, project, "evo", "hyp.varifocal.yaml",
-                                                              extra=("--evolve", "2"))], clean_env, cwd=clone_v70)
+                                                              extra=("--evolve", "2"))], clean_env, cwd=clone_newest)
     assert proc.returncode != 0
     assert "EvolveUnsupported" in proc.stderr and "yolo-focal sweep" in proc.stderr, explain(proc)
     assert not project.exists()
+
+
+@pytest.mark.slow
+def test_v70_evolve_mutates_the_plugins_numeric_keys_and_holds_the_rest(clone_v70, tiny_data, tmp_path, clean_env):
+    project = tmp_path / "evolve"
+    proc = run([sys.executable, "train.py", *clone_train_args(tiny_data, project, "evo", "hyp.varifocal.yaml",
+                                                              extra=("--evolve", "2"))], clean_env, cwd=clone_v70)
+    assert proc.returncode == 0, explain(proc)
+    assert "Hyperparameter evolution finished 2 generations" in proc.stdout + proc.stderr, explain(proc)
+    out = proc.stdout + proc.stderr
+    assert out.count("yolo-focal-plugin: fl_loss=varifocal") == 2  # each generation trained the named loss
+    header = [c.strip() for c in (project / "evo" / "evolve.csv").read_text().splitlines()[0].split(",")]
+    assert {"fl_gamma", "fl_alpha"} <= set(header) and "fl_loss" not in header
+    evolved = yaml.safe_load((project / "evo" / "hyp_evolve.yaml").read_text())
+    assert evolved["fl_loss"] == "varifocal" and evolved["fl_apply"] == "obj"  # held keys kept in the result
 
 
 def _free_port() -> int:

@@ -56,6 +56,7 @@ class PluginState:
     clone_root: Optional[Path] = None
     logger: Optional[logging.Logger] = None  # yolov5's own (the ultralytics one in newer clones)
     unrecognised_loss: Dict[str, List[str]] = field(default_factory=dict)  # file -> what did not match
+    clone_evolving: bool = False  # the recompiled main of a clone's --evolve is running
 
 
 STATE = PluginState()
@@ -425,15 +426,52 @@ def prepare_clone_run(frame: Any) -> None:
     opt = main.f_locals["opt"]
     hyp = load_hyp(opt.hyp)
     _refuse_unrecognised_loss(hyp)
-    if getattr(opt, "evolve", False) and plugin_keys(hyp):
-        from .evolve import SWEEP_HINT, EvolveUnsupported
+    task = "segment" if is_segment_script(main) else "detect"
+    if getattr(opt, "evolve", False) and plugin_keys(hyp) and not STATE.clone_evolving:
+        parse_focal_hyp(hyp, nc=_dataset_nc(opt), task=task)  # a bad key stops before generation 1
+        _evolve_clone(main, opt, task)
+    before_train(hyp, opt, main.f_locals.get("callbacks"), task=task)
 
-        raise EvolveUnsupported(
-            f"--evolve in a clone of ultralytics/yolov5 cannot mutate the plugin's keys "
-            f"({', '.join(plugin_keys(hyp))}): its evolve table knows only YOLOv5's keys and would fail in "
-            f"generation 1 or 2; {SWEEP_HINT}"
+
+def _evolve_clone(main: Any, opt: Any, task: str) -> None:
+    """``--evolve`` with the plugin's keys in a clone: run the clone's ``main`` recompiled as for the
+    pip package (``evolve.py``), then end the process as that ``main`` would have.
+
+    A clone's ``train.py`` runs as ``__main__``, whose ``main`` is already running when the plugin
+    sees it (here, at ``select_device``): it cannot be replaced before it starts. So the recompiled
+    copy, built from the clone's own source with the evolve anchors, runs the whole evolution from
+    this seam, and the original ``main`` never goes past it. A ``main`` without the anchors (the
+    newest upstream rewrote its evolution) is refused before generation 1.
+    """
+    from . import evolve
+    from .compat import recompile_function
+
+    keys = ", ".join(plugin_keys(load_hyp(opt.hyp)))
+    if task == "segment":
+        raise evolve.EvolveUnsupported(f"--evolve of segmentation with the plugin's keys ({keys}) is not supported; "
+                                       f"{evolve.SWEEP_HINT}")
+    original = main.f_globals.get("main")
+    patched = None
+    if getattr(original, "__code__", None) is main.f_code:
+        try:
+            patched = recompile_function(original, evolve._patched_source)
+        except (OSError, TypeError):
+            patched = None
+    if patched is None:
+        raise evolve.EvolveUnsupported(
+            f"--evolve cannot mutate the plugin's keys ({keys}) with this clone: its main() does not have the "
+            f"evolve code the plugin extends (tag v7.0's); {evolve.SWEEP_HINT}"
         )
-    before_train(hyp, opt, main.f_locals.get("callbacks"), task="segment" if is_segment_script(main) else "detect")
+    namespace = main.f_globals
+    namespace[evolve.GLOBAL_NAME] = evolve
+    LEDGER.add_undo(lambda: namespace.pop(evolve.GLOBAL_NAME, None), f"__main__.{evolve.GLOBAL_NAME}")
+    _logger().info("yolo-focal-plugin: --evolve in a clone: running the clone's main() with the plugin's evolve keys")
+    STATE.clone_evolving = True
+    try:
+        patched(opt)
+    finally:
+        STATE.clone_evolving = False
+    raise SystemExit(0)
 
 
 def patch_select_device(torch_utils: types.ModuleType) -> None:
