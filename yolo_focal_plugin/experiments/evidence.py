@@ -41,6 +41,14 @@ EVIDENCE_SETTINGS = (
     DemoSetting("yolov5_focal_g05_stock", "YOLOv5's own FocalLoss class, gamma 0.5, alpha 0.25 (stock code)",
                 {"fl_loss": "yolov5_focal", "fl_gamma": 0.5, "fl_alpha": 0.25}),
     DemoSetting("focal_g05", "the plugin's FocalLoss, gamma 0.5, alpha 0.25 (same setting)", {"fl_gamma": 0.5}),
+    # Like with like (issue #12): each focal row beside the BCE row with the same gains and assigner.
+    DemoSetting("bce_gains", "BCE with hyp.focal-scaled.yaml's gains (obj 5.0, cls 3.0): focal_scaled's matched BCE",
+                {"obj": 5.0, "cls": 3.0}),
+    DemoSetting("retina_bce_gains", "BCE, RetinaNet IoU assigner (hyp.retina.yaml), obj 5.0, cls 3.0",
+                {"obj": 5.0, "cls": 3.0}, base_hyp="hyp.retina.yaml"),
+    DemoSetting("retina_focal_gains", "focal 1.5 / 0.25 both branches, RetinaNet assigner, obj 5.0, cls 3.0: "
+                "retina_bce_gains's focal twin", {"fl_loss": "focal", "fl_gamma": 1.5, "fl_alpha": 0.25, "obj": 5.0,
+                                                   "cls": 3.0}, base_hyp="hyp.retina.yaml"),
 )
 
 
