@@ -199,7 +199,9 @@ def set_plan() -> Plan:
 
 
 def set_trials() -> List[optuna.trial.FrozenTrial]:
-    trials = [frozen(Unit("baseline", None, None, s, "baseline"), "complete", m) for s, m in enumerate((0.10, 0.12, 0.14))]
+    # a matched baseline per obj value (fl_apply makes no other baseline)
+    trials = [frozen(Unit("baseline", None, None, s, "baseline", (("obj", obj),)), "complete", m)
+              for obj in (1.0, 2.0) for s, m in enumerate((0.10, 0.12, 0.14))]
     # stored in neither the --set order nor value order: the report has to sort them
     means = {(1.0, "both"): 0.12, (2.0, "both"): 0.13, (1.0, "obj"): 0.11, (2.0, "obj"): 0.20}
     for (obj, apply), m in means.items():
@@ -212,24 +214,25 @@ def set_trials() -> List[optuna.trial.FrozenTrial]:
 def test_report_rows_show_the_set_values(tmp_path: Path) -> None:
     report = build_report(set_trials(), set_plan(), study="sets")
     labels = [r.label() for r in report.rows]
-    # baseline first, then the --set values in the order given (obj=2 before obj=1), not one merged row
-    assert labels == ["baseline (stock YOLOv5 BCE)",
+    # baselines first, then the --set values in the order given (obj=2 before obj=1), not one merged row
+    assert labels == ["baseline (BCE) obj=2", "baseline (BCE) obj=1",
                       "focal gamma=1 alpha=0.25 obj=2 fl_apply=obj", "focal gamma=1 alpha=0.25 obj=2 fl_apply=both",
                       "focal gamma=1 alpha=0.25 obj=1 fl_apply=obj", "focal gamma=1 alpha=0.25 obj=1 fl_apply=both"]
-    assert [r.n for r in report.rows] == [3, 3, 3, 3, 3]
+    assert [r.n for r in report.rows] == [3, 3, 3, 3, 3, 3]
     assert report.best.label() == "focal gamma=1 alpha=0.25 obj=2 fl_apply=obj"
     assert report.verdict.startswith("focal gamma=1 alpha=0.25 obj=2 fl_apply=obj beats the baseline")
     files = write_report(report, tmp_path)
     md = files["markdown"].read_text()
     assert "| loss | gamma | alpha | obj | fl_apply | runs |" in md
-    assert "| baseline | - | - | 1 | - | 3/3 |" in md  # the baseline trained the hyp's own obj and no fl_apply
+    assert "| baseline | - | - | 1 | - | 3/3 |" in md  # the baseline trained its obj and no fl_apply
     assert "| focal | 1 | 0.25 | 2 | both | 3/3 | 0.1300 ± 0.0100 |" in md
-    assert "obj=2,1 fl_apply=obj,both" in md and "the baseline does not take these values" in md
+    assert "obj=2,1 fl_apply=obj,both" in md and "baseline: BCE with the same non-fl_* values (matched)" in md
     rows = list(csv.DictReader(open(files["csv"])))
     assert list(rows[0]) == OLD_CSV_FIELDS[:3] + ["obj", "fl_apply"] + OLD_CSV_FIELDS[3:]
-    assert [(r["obj"], r["fl_apply"]) for r in rows] == [("1", ""), ("2", "obj"), ("2", "both"), ("1", "obj"), ("1", "both")]
+    assert [(r["obj"], r["fl_apply"]) for r in rows] == [("2", ""), ("1", ""), ("2", "obj"), ("2", "both"), ("1", "obj"),
+                                                         ("1", "both")]
     data = json.loads(files["json"].read_text())
-    assert data["rows"][1]["set"] == {"obj": 2.0, "fl_apply": "obj"} and "set" not in data["rows"][0]
+    assert data["rows"][2]["set"] == {"obj": 2.0, "fl_apply": "obj"} and data["rows"][0]["set"] == {"obj": 2.0}
     assert yaml.safe_load(files["best_hyp"].read_text()) == {**BASE_HYP, "obj": 2.0, "fl_loss": "focal", "fl_gamma": 1.0,
                                                              "fl_alpha": 0.25, "fl_apply": "obj"}
     assert files["heatmap"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -184,9 +184,11 @@ def test_dry_run_lists_the_units_with_their_set_values(tmp_path: Path, data_yaml
     args = sweep(tmp_path, data_yaml, "--gamma", "1", "--alpha", "0.5", "--set", "obj=1,2", "--set", "fl_apply=obj,both", "--dry-run")
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "OK: 5 units (sampler=grid loss=focal gamma=1 alpha=0.5 obj=1,2 fl_apply=obj,both seeds=1)" in out
+    # a matched baseline per obj value; obj=2 is not stock YOLOv5's gain, so a stock unit beside them
+    assert "OK: 7 units (sampler=grid loss=focal gamma=1 alpha=0.5 obj=1,2 fl_apply=obj,both seeds=1 stock=yes)" in out
     units = [line.strip() for line in out.splitlines() if line.startswith("  ")]
-    assert units == ["baseline|s=0", "focal|g=1|a=0.5|obj=1|fl_apply=obj|s=0", "focal|g=1|a=0.5|obj=1|fl_apply=both|s=0",
+    assert units == ["baseline|obj=1|s=0", "baseline|obj=2|s=0", "stock|s=0",
+                     "focal|g=1|a=0.5|obj=1|fl_apply=obj|s=0", "focal|g=1|a=0.5|obj=1|fl_apply=both|s=0",
                      "focal|g=1|a=0.5|obj=2|fl_apply=obj|s=0", "focal|g=1|a=0.5|obj=2|fl_apply=both|s=0"]
     assert not (tmp_path / "runs").exists()  # not even the SQLite file: a dry run creates nothing
 
@@ -249,21 +251,22 @@ def test_grid_with_sets_is_the_product_seed_major() -> None:
     space = SearchSpace.build("grid", "focal,bce", "0,1", "0.25", 2, None, KNOWN, sets=["obj=1,2", "fl_apply=obj,both"])
     units = space.planned_units()
     per_seed = 2 * 1 * 2 * 2 + 1 * 2 * 2  # focal: gamma x alpha x obj x fl_apply; bce: obj x fl_apply
-    assert len(units) == space.total_units() == 2 * (1 + per_seed)
+    assert len(units) == space.total_units() == 2 * (2 + per_seed)  # a matched baseline per obj value and seed
     assert len({u.key for u in units}) == len(units)
-    assert [u.key for u in units[2:7]] == [
+    assert [u.key for u in units[4:9]] == [
         "focal|g=0|a=0.25|obj=1|fl_apply=obj|s=0",  # the last --set varies fastest
         "focal|g=0|a=0.25|obj=1|fl_apply=both|s=0",
         "focal|g=0|a=0.25|obj=2|fl_apply=obj|s=0",
         "focal|g=0|a=0.25|obj=2|fl_apply=both|s=0",
         "focal|g=1|a=0.25|obj=1|fl_apply=obj|s=0",
     ]
-    assert [u.key for u in units[2 + per_seed - 4:2 + per_seed]] == [
+    assert [u.key for u in units[4 + per_seed - 4:4 + per_seed]] == [
         "bce|g=0|a=-|obj=1|fl_apply=obj|s=0", "bce|g=0|a=-|obj=1|fl_apply=both|s=0",
         "bce|g=0|a=-|obj=2|fl_apply=obj|s=0", "bce|g=0|a=-|obj=2|fl_apply=both|s=0",
     ]
-    assert all(u.seed == 0 for u in units[2:2 + per_seed]) and all(u.seed == 1 for u in units[2 + per_seed:])
-    assert all(u.extras == () for u in units[:2])  # the baseline takes no --set value
+    assert all(u.seed == 0 for u in units[4:4 + per_seed]) and all(u.seed == 1 for u in units[4 + per_seed:])
+    # the baselines take the non-fl_* --set values only (matched, #12): fl_apply makes no other baseline
+    assert [u.key for u in units[:4]] == ["baseline|obj=1|s=0", "baseline|obj=2|s=0", "baseline|obj=1|s=1", "baseline|obj=2|s=1"]
     assert "obj=1,2 fl_apply=obj,both seeds=2" in space.describe()
 
 
@@ -285,12 +288,12 @@ def test_bind_hyp_checks_keys_and_makes_numbers_floats_where_the_hyp_has_floats(
         SearchSpace.build("grid", "focal", "1", "0.25", 1, None, KNOWN, sets=["obj=true"]).bind_hyp(base, "hyp.yaml")
 
 
-def test_set_values_reach_the_units_hyp_but_not_the_baselines() -> None:
+def test_set_values_reach_the_units_hyp_and_the_non_fl_ones_the_baselines() -> None:
     base = {"lr0": 0.01, "obj": 1.0, "cls": 0.5, "fl_loss": "focal", "fl_gamma": 1.5, "fl_apply": "cls"}
     space = SearchSpace.build("grid", "focal", "2", "0.5", 1, None, KNOWN, sets=["obj=2", "fl_apply=both", "fl_norm=positives"])
     space = space.bind_hyp(base, "hyp.yaml")
     baseline, unit = space.planned_units()
-    assert baseline.hyp(base) == {"lr0": 0.01, "obj": 1.0, "cls": 0.5, "fl_gamma": 0.0}  # stock: the hyp's own obj
+    assert baseline.hyp(base) == {"lr0": 0.01, "obj": 2.0, "cls": 0.5, "fl_gamma": 0.0}  # BCE at the unit's own obj
     assert parse_focal_hyp(baseline.hyp(base), known_losses=KNOWN).is_stock
     hyp = unit.hyp(base)
     assert hyp == {"lr0": 0.01, "obj": 2.0, "cls": 0.5, "fl_loss": "focal", "fl_gamma": 2.0, "fl_alpha": 0.5,

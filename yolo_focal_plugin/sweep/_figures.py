@@ -44,6 +44,22 @@ def _make_room(fig: Any, nrows: int, with_sets: bool) -> Dict[str, Any]:
     return {"y": 1.0 + 0.06 / nrows}
 
 
+def _reference_text(report: "Report") -> str:
+    """The figure title's references: the matched baseline (its mean when there is one) and stock YOLOv5."""
+    D = report.decimals
+    done = [r for r in report.baselines if r.n]
+    if len(report.baselines) > 1:
+        text = "the matched baseline (BCE with the same non-fl_* values)"
+    elif done:
+        text = f"baseline (BCE, matched) {done[0].mean_map:.{D}f}"
+    else:
+        text = "baseline: no completed run"
+    stock = report.stock
+    if stock is not None and stock.n:
+        text += f"; stock YOLOv5 {stock.mean_map:.{D}f}"
+    return text
+
+
 def write_heatmap(report: Report, path: Path) -> bool:
     """Mean mAP50-95 over gamma (rows) x alpha (columns), one panel per loss and --set combination.
 
@@ -57,11 +73,10 @@ def write_heatmap(report: Report, path: Path) -> bool:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    groups: List[Panel] = list(dict.fromkeys((r.loss, r.extras) for r in report.rows if not r.is_baseline and r.loss != "bce"))
+    groups: List[Panel] = list(dict.fromkeys((r.loss, r.extras) for r in report.rows if not r.is_reference and r.loss != "bce"))
     if not groups:
         return False
-    base = report.baseline
-    base_mean = base.mean_map if base is not None and base.n else math.nan
+    base_text = _reference_text(report)
     panels = []
     finite = [r.mean_map for r in report.rows if r.n and math.isfinite(r.mean_map)]
     vmin, vmax = (min(finite), max(finite)) if finite else (0.0, 1.0)
@@ -70,7 +85,7 @@ def write_heatmap(report: Report, path: Path) -> bool:
     space = report.plan.search_space()
     with_sets = any(extras for _, extras in groups)
     if space.gamma.kind == "range" or space.alpha.kind == "range":
-        return _write_scatter(report, path, groups, base_mean, vmin, vmax)
+        return _write_scatter(report, path, groups, base_text, vmin, vmax)
     for group in groups:
         rows = [r for r in report.rows if (r.loss, r.extras) == group]
         gammas = sorted({r.gamma for r in rows if r.gamma is not None})
@@ -94,7 +109,8 @@ def write_heatmap(report: Report, path: Path) -> bool:
                 mark = ""
                 if r.test is not None and r.test.significant(SIGNIFICANCE):
                     mark = "▲" if r.test.diff > 0 else "▼"
-                delta = f"\n{r.mean_map - base_mean:+.{D}f}" if math.isfinite(base_mean) else ""
+                base = r.baseline  # each cell against its own matched baseline
+                delta = f"\n{r.mean_map - base.mean_map:+.{D}f}" if base is not None and base.n else ""
                 text[(i, j)] = f"{r.mean_map:.{D}f}{mark}{delta}"
             else:
                 text[(i, j)] = "failed" if r.failed else ("pruned" if r.pruned else "…")
@@ -111,14 +127,13 @@ def write_heatmap(report: Report, path: Path) -> bool:
             ax.text(j, i, label, ha="center", va="center", fontsize=8, color="white" if dark_cell else "black")
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), label="mean mAP50-95 over seeds")
-    base_text = f"baseline (stock BCE) {base_mean:.{D}f}" if math.isfinite(base_mean) else "baseline: no completed run"
     fig.suptitle(f"{report.study}: mean mAP50-95; second line Δ vs {base_text}; ▲/▼ Welch p<{SIGNIFICANCE}", fontsize=9, **room)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return True
 
 
-def _write_scatter(report: Report, path: Path, groups: List[Panel], base_mean: float, vmin: float, vmax: float) -> bool:
+def _write_scatter(report: Report, path: Path, groups: List[Panel], base_text: str, vmin: float, vmax: float) -> bool:
     """Sampled sweeps over continuous ranges: one point per sampled setting, coloured by mean mAP50-95."""
     D = report.decimals
     import matplotlib.pyplot as plt
@@ -147,7 +162,6 @@ def _write_scatter(report: Report, path: Path, groups: List[Panel], base_mean: f
         ax.set_title(f"{_panel_title(group)} ({len(rows)} sampled settings)")
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), label="mean mAP50-95 over seeds")
-    base_text = f"baseline (stock BCE) {base_mean:.{D}f}" if math.isfinite(base_mean) else "baseline: no completed run"
     fig.suptitle(f"{report.study}: mean mAP50-95 per sampled setting; {base_text}", fontsize=9, **room)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

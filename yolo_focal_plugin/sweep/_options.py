@@ -16,6 +16,7 @@ __all__ = [
     "ValueSpec",
     "SetSpec",
     "BASELINE",
+    "STOCK",
     "SAMPLERS",
     "MAX_GRID_VALUES",
     "OWNED_KEYS",
@@ -27,7 +28,8 @@ __all__ = [
     "fmt_extra",
 ]
 
-BASELINE = "baseline"
+BASELINE = "baseline"  # BCE with a unit's own non-fl_* values: what each setting is compared with
+STOCK = "stock"  # YOLOv5's stock hyp (hyp.scratch-low.yaml): the second reference, reported beside it
 SAMPLERS = ("grid", "tpe", "random")
 MAX_GRID_VALUES = 1000
 # hyp keys the sweep sets itself, each from its own option
@@ -164,8 +166,8 @@ def parse_losses(text: Any, known: Sequence[str]) -> Tuple[str, ...]:
         name = str(item).strip()
         if not name:
             continue
-        if name == BASELINE:
-            raise SweepError("--loss: 'baseline' is always included; list focal-loss variants only")
+        if name in (BASELINE, STOCK):
+            raise SweepError(f"--loss: {name!r} is always included; list focal-loss variants only")
         if name not in known:
             raise SweepError(f"--loss: unknown loss {name!r}; known losses: {', '.join(sorted(set(known)))}")
         if name not in losses:

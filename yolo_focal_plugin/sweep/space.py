@@ -14,9 +14,16 @@ Syntax of ``--gamma`` / ``--alpha``:
 ``--set KEY=V1,V2,...`` (repeatable) adds one categorical dimension for any other hyp key
 (``obj=1,2,4``, ``fl_apply=obj,both``); each value is read with ``yaml.safe_load``.
 
-A *unit* is one training run: (loss, gamma, alpha, the ``--set`` values, seed). The baseline units
-(stock YOLOv5 BCE: ``fl_gamma: 0`` and no other ``fl_*`` key, one per seed) are part of every sweep;
-they take no ``--set`` value (every other key keeps the base hyp's value).
+A *unit* is one training run: (loss, gamma, alpha, the ``--set`` values, seed).
+
+The baseline rule (#12), :meth:`SearchSpace.baseline_extras`: a setting is compared with BCE trained
+with the *same* non-``fl_*`` values (**matched**): the base hyp without any ``fl_*`` key, with
+``fl_gamma: 0`` and the setting's non-``fl_*`` ``--set`` values (``fl_*`` ``--set`` values do not
+make another baseline). So every sweep has one baseline unit per seed and combination of the
+non-``fl_*`` ``--set`` values. Beside it, when any baseline differs from YOLOv5's stock hyp
+(``hyp.scratch-low.yaml``) in a non-``fl_*`` value, one **stock** unit per seed trains that hyp
+(:meth:`SearchSpace.needs_stock`; ``--no-stock`` leaves it out). Studies created before this rule
+(their baseline took no ``--set`` value) keep it when read (:data:`UNMATCHED`).
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 # The option syntax lives in ._options (#13); its names stay importable from here.
 from ._options import (  # noqa: F401
     BASELINE,
+    STOCK,
     MAX_GRID_VALUES,
     OWNED_KEYS,
     SAMPLERS,
@@ -49,7 +57,11 @@ __all__ = [
     "Unit",
     "SearchSpace",
     "BASELINE",
+    "STOCK",
+    "MATCHED",
+    "UNMATCHED",
     "SAMPLERS",
+    "is_fl_key",
     "parse_values",
     "parse_losses",
     "parse_sets",
@@ -57,6 +69,24 @@ __all__ = [
     "fmt_extra",
     "OWNED_KEYS",
 ]
+
+
+# baseline rules: MATCHED since #12; UNMATCHED = what studies created before it trained (the base
+# hyp's non-fl values, no --set value), kept only to read and report those studies as they were
+MATCHED = "matched"
+UNMATCHED = "unmatched"
+
+
+def is_fl_key(key: Any) -> bool:
+    """A key only the sweep's focal-loss side sets: baselines drop these, and they never define a baseline."""
+    return isinstance(key, str) and key.startswith("fl_")
+
+
+def _reference_hyp(hyp: Mapping[str, Any]) -> Dict[str, Any]:
+    """``hyp`` as BCE: no ``fl_*`` key, but ``fl_gamma: 0`` (YOLOv5 itself requires fl_gamma)."""
+    out = {k: v for k, v in hyp.items() if not is_fl_key(k)}
+    out["fl_gamma"] = 0.0
+    return out
 
 
 def _slug_text(text: str) -> str:
@@ -72,22 +102,31 @@ def _extras_text(extras: Extras, sep: str) -> str:
 class Unit:
     """One training run of the sweep."""
 
-    loss: str  # BASELINE, or an fl_loss name
+    loss: str  # BASELINE, STOCK, or an fl_loss name
     gamma: Optional[float]
     alpha: Optional[float]
     seed: int
-    origin: str = "grid"  # "grid" | "baseline" | "sampled"
-    extras: Extras = ()  # the --set values as (key, value) pairs; always empty for the baseline
+    origin: str = "grid"  # "grid" | "baseline" | "stock" | "sampled"
+    extras: Extras = ()  # the --set values as (key, value) pairs; a baseline's: its non-fl_* ones; stock: none
 
     @property
     def is_baseline(self) -> bool:
         return self.loss == BASELINE
 
     @property
+    def is_stock(self) -> bool:
+        return self.loss == STOCK
+
+    @property
+    def is_reference(self) -> bool:
+        """A baseline or the stock unit: BCE, no Optuna params, not a setting under test."""
+        return self.is_baseline or self.is_stock
+
+    @property
     def setting(self) -> str:
         """The (loss, gamma, alpha, --set values) part of the key: what the report groups seeds by."""
-        if self.is_baseline:
-            return BASELINE
+        if self.is_reference:  # "baseline" without --set: the same key as before matched baselines
+            return self.loss + _extras_text(self.extras, "|")
         return f"{self.loss}|g={fmt_value(self.gamma)}|a={fmt_value(self.alpha)}" + _extras_text(self.extras, "|")
 
     @property
@@ -97,9 +136,9 @@ class Unit:
     @property
     def slug(self) -> str:
         """File-name friendly form for run directories."""
-        if self.is_baseline:
-            return f"baseline-s{self.seed}"
         extras = "".join(f"-{_slug_text(k)}={_slug_text(fmt_extra(v))}" for k, v in self.extras)
+        if self.is_reference:
+            return f"{self.loss}{extras}-s{self.seed}"
         return f"{self.loss}-g{fmt_value(self.gamma)}-a{fmt_value(self.alpha)}{extras}-s{self.seed}"
 
     def with_seed(self, seed: int) -> "Unit":
@@ -107,8 +146,8 @@ class Unit:
         return replace(self, seed=seed)
 
     def params(self) -> Dict[str, Any]:
-        """The Optuna params of this unit (the baseline has none: samplers ignore it)."""
-        if self.is_baseline:
+        """The Optuna params of this unit (baselines and stock have none: samplers ignore them)."""
+        if self.is_reference:
             return {}
         out: Dict[str, Any] = {"fl_loss": self.loss, "fl_gamma": float(self.gamma or 0.0)}
         if self.alpha is not None:
@@ -116,16 +155,22 @@ class Unit:
         out.update(self.extras)
         return out
 
-    def hyp(self, base: Mapping[str, Any]) -> Dict[str, Any]:
-        """The hyp dict this unit trains with, built from the user's hyp."""
-        hyp = {k: v for k, v in base.items()}
+    def hyp(self, base: Mapping[str, Any], stock: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        """The hyp dict this unit trains with, built from the user's hyp (``stock``: YOLOv5's stock hyp).
+
+        A baseline is BCE with the base hyp's non-fl values and its own (non-fl) ``--set`` values;
+        the stock unit is BCE with ``stock``'s values (``ValueError`` without it). Neither has an
+        ``fl_*`` key but ``fl_gamma: 0``, so the plugin keeps YOLOv5's own criteria bit for bit.
+        """
+        if self.is_stock:
+            if stock is None:
+                raise ValueError("the stock unit's hyp needs YOLOv5's stock hyp (the plan's stock_hyp)")
+            return _reference_hyp(stock)
         if self.is_baseline:
-            # stock YOLOv5: no fl_* key but fl_gamma 0 (YOLOv5 itself requires fl_gamma); no --set
-            # value either, so every setting is compared with the user's own stock hyp
-            for k in [k for k in hyp if isinstance(k, str) and k.startswith("fl_")]:
-                del hyp[k]
-            hyp["fl_gamma"] = 0.0
+            hyp = _reference_hyp(base)
+            hyp.update(self.extras)
             return hyp
+        hyp = {k: v for k, v in base.items()}
         hyp["fl_loss"] = self.loss
         hyp["fl_gamma"] = float(self.gamma or 0.0)
         if self.alpha is not None:
@@ -155,15 +200,17 @@ class Unit:
         )
 
     def describe(self) -> str:
-        if self.is_baseline:
-            return f"baseline (stock BCE) seed={self.seed}"
         extras = _extras_text(self.extras, " ")
+        if self.is_baseline:
+            return f"baseline (BCE){extras} seed={self.seed}"
+        if self.is_stock:
+            return f"stock YOLOv5 (BCE, hyp.scratch-low.yaml) seed={self.seed}"
         return f"{self.loss} gamma={fmt_value(self.gamma)} alpha={fmt_value(self.alpha)}{extras} seed={self.seed}"
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Losses x gamma x alpha x --set values (grid or sampled) x seeds, plus the baseline."""
+    """Losses x gamma x alpha x --set values (grid or sampled) x seeds, plus the baselines (and stock)."""
 
     sampler: str
     losses: Tuple[str, ...]
@@ -172,6 +219,8 @@ class SearchSpace:
     seeds: Tuple[int, ...]
     trials: Optional[int] = None  # sampled sweeps: number of sampled settings (each x seeds)
     extras: Tuple[SetSpec, ...] = ()  # --set KEY=V1,V2,...: one categorical dimension each
+    baseline: str = MATCHED  # the baseline rule; UNMATCHED only for studies created before #12
+    stock: bool = False  # one stock-YOLOv5 unit per seed (see needs_stock)
 
     @classmethod
     def build(
@@ -222,7 +271,7 @@ class SearchSpace:
         bound: List[SetSpec] = []
         for spec in self.extras:
             if spec.key not in base:
-                if not spec.key.startswith("fl_"):
+                if not is_fl_key(spec.key):
                     raise SweepError(f"--set {spec.key}: not a key of {hyp_name} (only its keys and the plugin's fl_* keys can be swept)")
                 bound.append(spec)
                 continue
@@ -245,8 +294,35 @@ class SearchSpace:
         keys = [s.key for s in self.extras]
         return [tuple(zip(keys, combo)) for combo in itertools.product(*(s.values for s in self.extras))]
 
+    def baseline_extras(self, extras: Extras) -> Extras:
+        """The --set values of the baseline a setting with ``extras`` is compared with: THE baseline rule.
+
+        Matched: the setting's non-``fl_*`` values (``fl_*`` keys such as ``fl_apply`` belong to the
+        focal side and make no other baseline). Unmatched (studies made before #12): none.
+        """
+        if self.baseline != MATCHED:
+            return ()
+        return tuple((k, v) for k, v in extras if not is_fl_key(k))
+
+    def baseline_combos(self) -> List[Extras]:
+        """The --set values of every baseline, in grid order, each once (``[()]`` without non-fl --set)."""
+        return list(dict.fromkeys(self.baseline_extras(extras) for extras in self.extra_combos()))
+
     def baseline_units(self) -> List[Unit]:
-        return [Unit(BASELINE, None, None, s, "baseline") for s in self.seeds]
+        """Every reference unit, seed-major: the baselines of each seed, then its stock unit (if planned)."""
+        units: List[Unit] = []
+        for s in self.seeds:
+            units += [Unit(BASELINE, None, None, s, "baseline", extras) for extras in self.baseline_combos()]
+            if self.stock:
+                units.append(Unit(STOCK, None, None, s, "stock"))
+        return units
+
+    def needs_stock(self, base: Mapping[str, Any], stock: Mapping[str, Any]) -> bool:
+        """True when some baseline would train other non-fl values than YOLOv5's stock hyp (gains from
+        ``--set`` or from the base hyp): only then does a stock unit add a second reference."""
+        reference = Unit(STOCK, None, None, 0, "stock").hyp(base, stock)
+        return any(Unit(BASELINE, None, None, 0, "baseline", extras).hyp(base) != reference
+                   for extras in self.baseline_combos())
 
     def _settings(self) -> List[Tuple[str, Optional[float], Optional[float], Extras]]:
         settings: List[Tuple[str, Optional[float], Optional[float], Extras]] = []
@@ -267,13 +343,13 @@ class SearchSpace:
         return [Unit(loss, g, a, s, "grid", extras) for s in self.seeds for (loss, g, a, extras) in self._settings()]
 
     def planned_units(self) -> List[Unit]:
-        """Units known before the sweep starts: baseline first, then the grid (sampled: baseline only)."""
+        """Units known before the sweep starts: baselines (and stock) first, then the grid (sampled: those only)."""
         return self.baseline_units() + self.grid_units()
 
     def total_units(self) -> int:
         if self.is_grid:
             return len(self.planned_units())
-        return len(self.seeds) * (1 + int(self.trials or 0))
+        return len(self.baseline_units()) + len(self.seeds) * int(self.trials or 0)
 
     # ------------------------------------------------------------------ Optuna distributions
 
@@ -317,7 +393,7 @@ class SearchSpace:
 
     def fix_params(self, trial: Any, unit: Unit) -> None:
         """Record an enqueued unit's params on its trial with the study's distributions."""
-        if unit.is_baseline:
+        if unit.is_reference:
             return
         trial.suggest_categorical("fl_loss", list(self.losses))
         if unit.loss != "bce":
@@ -340,10 +416,17 @@ class SearchSpace:
         }
         if self.extras:  # absent without --set: studies created before --set compare equal
             data["set"] = [spec.to_json() for spec in self.extras]
+        if any(not is_fl_key(spec.key) for spec in self.extras):
+            # only where the rules differ: a study made before #12 without non-fl --set resumes as it was
+            data["baseline"] = self.baseline
+        if self.stock:
+            data["stock"] = True
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], trials: Optional[int] = None) -> "SearchSpace":
+        sets = data.get("set") or ()
+        legacy = UNMATCHED if any(not is_fl_key(s["key"]) for s in sets) else MATCHED  # made before #12
         return cls(
             sampler=str(data["sampler"]),
             losses=tuple(data["losses"]),
@@ -351,7 +434,9 @@ class SearchSpace:
             alpha=ValueSpec.from_json(data["alpha"]),
             seeds=tuple(int(s) for s in data["seeds"]),
             trials=trials,
-            extras=tuple(SetSpec.from_json(s) for s in data.get("set") or ()),
+            extras=tuple(SetSpec.from_json(s) for s in sets),
+            baseline=str(data.get("baseline") or legacy),
+            stock=bool(data.get("stock", False)),
         )
 
     def describe(self) -> str:
@@ -360,6 +445,8 @@ class SearchSpace:
             f"sampler={self.sampler} loss={','.join(self.losses)} gamma={self.gamma.describe()} "
             f"alpha={self.alpha.describe()}{sets} seeds={len(self.seeds)}"
         )
+        if self.stock:
+            text += " stock=yes"
         if not self.is_grid:
             text += f" trials={self.trials}"
         return text
