@@ -352,3 +352,35 @@ def test_sampled_space_suggests_one_categorical_per_set_key() -> None:
         seen.add((unit.loss, dict(unit.extras)["fl_apply"]))
         study.tell(trial, 0.0)
     assert {"bce", "focal"} == {loss for loss, _ in seen}  # bce settings get the --set values too
+
+
+def test_a_stock_unit_is_planned_where_a_baseline_is_not_stock_yolov5() -> None:
+    from dataclasses import replace
+
+    stock = {"lr0": 0.01, "obj": 1.0, "cls": 0.5, "fl_gamma": 0.0}
+    plain = SearchSpace.build("grid", "focal", "1", "0.25", 2, None, KNOWN, sets=["fl_apply=obj,both"])
+    assert not plain.needs_stock({**stock, "fl_loss": "focal", "fl_gamma": 1.5}, stock)  # only fl_* differ: baseline is stock
+    assert plain.needs_stock({**stock, "obj": 5.0}, stock)  # the base hyp's gain is not stock's
+    gains = SearchSpace.build("grid", "focal", "1", "0.25", 2, None, KNOWN, sets=["obj=1,5"]).bind_hyp(stock, "hyp.yaml")
+    assert gains.needs_stock(stock, stock)  # obj=5 from --set
+    with_stock = replace(gains, stock=True)
+    assert [u.key for u in with_stock.baseline_units()] == ["baseline|obj=1|s=0", "baseline|obj=5|s=0", "stock|s=0",
+                                                            "baseline|obj=1|s=1", "baseline|obj=5|s=1", "stock|s=1"]
+    assert with_stock.total_units() == len(with_stock.planned_units()) == 6 + 2 * 2
+    unit = with_stock.baseline_units()[2]
+    assert unit.is_stock and unit.params() == {} and unit.slug == "stock-s0"
+    assert unit.hyp({**stock, "obj": 5.0, "fl_loss": "focal"}, {**stock, "fl_apply": "obj"}) == stock  # stock's values, no fl_*
+    assert parse_focal_hyp(unit.hyp(stock, stock), known_losses=KNOWN).is_stock
+    with pytest.raises(ValueError, match="needs YOLOv5's stock hyp"):
+        unit.hyp(stock)
+    assert SearchSpace.from_json(with_stock.to_json()) == replace(with_stock, trials=None)
+
+
+def test_a_stored_space_from_before_matched_baselines_keeps_its_rule() -> None:
+    new = SearchSpace.build("grid", "focal", "1", "0.25", 1, None, KNOWN, sets=["obj=1,2", "fl_apply=obj"])
+    data = new.to_json()
+    assert data["baseline"] == "matched" and "stock" not in data
+    old = SearchSpace.from_json({k: v for k, v in data.items() if k != "baseline"})  # what studies before #12 stored
+    assert old.baseline == "unmatched" and [u.key for u in old.baseline_units()] == ["baseline|s=0"]
+    only_fl = SearchSpace.build("grid", "focal", "1", "0.25", 1, None, KNOWN, sets=["fl_apply=obj,both"])
+    assert "baseline" not in only_fl.to_json() and SearchSpace.from_json(only_fl.to_json()).baseline == "matched"
