@@ -218,7 +218,7 @@ def test_tpe_sampled_settings_run_every_seed(data_yaml: Path, tmp_path: Path, fa
     assert len(settings) == 3 and set(settings.values()) == {2}
     for u in sampled:
         assert 0.0 <= u.gamma <= 3.0 and 0.0 <= u.alpha <= 1.0
-    assert len(fake.calls) == len(set(fake.calls)) == 14
+    assert len(fake.calls) == len(set(fake.calls)) == 8
     # extending the budget on resume samples only the new settings
     cfg.trials = 4
     more = run_sweep(cfg)
