@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .space import BASELINE, MATCHED, STOCK, Extras, SearchSpace, Unit, fmt_extra, fmt_value
+from .space import BASELINE, MATCHED, STOCK, Extras, References, SearchSpace, Unit, fmt_extra, fmt_value
 from .stats import SIGNIFICANCE, WelchResult, mean, std, welch
 from .study import Outcome, Plan, trial_run, unit_statuses
 
@@ -25,7 +25,7 @@ STOCK_LABEL = "stock YOLOv5 (hyp.scratch-low.yaml)"
 
 
 @dataclass
-class Row:
+class Row(References):
     setting: str
     loss: str
     gamma: Optional[float]
@@ -44,18 +44,6 @@ class Row:
     baseline_setting: Optional[str] = None  # the matched baseline's setting (None for baselines and stock)
     baseline: Optional["Row"] = field(default=None, repr=False, compare=False)  # that row, if the study has it
     stock_test: Optional[WelchResult] = None  # vs the stock-YOLOv5 row, if the study has one
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.loss == BASELINE
-
-    @property
-    def is_stock(self) -> bool:
-        return self.loss == STOCK
-
-    @property
-    def is_reference(self) -> bool:
-        return self.is_baseline or self.is_stock
 
     @property
     def baseline_missing(self) -> bool:

@@ -98,16 +98,10 @@ def _extras_text(extras: Extras, sep: str) -> str:
     return "".join(f"{sep}{k}={fmt_extra(v)}" for k, v in extras)
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One training run of the sweep."""
+class References:
+    """Which reference a unit or report row with a ``loss`` is (one definition for both)."""
 
-    loss: str  # BASELINE, STOCK, or an fl_loss name
-    gamma: Optional[float]
-    alpha: Optional[float]
-    seed: int
-    origin: str = "grid"  # "grid" | "baseline" | "stock" | "sampled"
-    extras: Extras = ()  # the --set values as (key, value) pairs; a baseline's: its non-fl_* ones; stock: none
+    loss: str
 
     @property
     def is_baseline(self) -> bool:
@@ -121,6 +115,18 @@ class Unit:
     def is_reference(self) -> bool:
         """A baseline or the stock unit: BCE, no Optuna params, not a setting under test."""
         return self.is_baseline or self.is_stock
+
+
+@dataclass(frozen=True)
+class Unit(References):
+    """One training run of the sweep."""
+
+    loss: str  # BASELINE, STOCK, or an fl_loss name
+    gamma: Optional[float]
+    alpha: Optional[float]
+    seed: int
+    origin: str = "grid"  # "grid" | "baseline" | "stock" | "sampled"
+    extras: Extras = ()  # the --set values as (key, value) pairs; a baseline's: its non-fl_* ones; stock: none
 
     @property
     def setting(self) -> str:
