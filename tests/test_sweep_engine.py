@@ -349,16 +349,19 @@ class HypRecorder(FakeTrainer):
         return super().__call__(spec, on_epoch, stop, on_start)
 
 
-def test_set_values_are_trained_and_the_baseline_stays_stock(data_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_set_values_are_trained_with_matched_baselines_and_stock_beside(data_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trainer = HypRecorder()
     monkeypatch.setattr(eng, "run_trial", trainer)
     cfg = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1, sets=["obj=1,2", "fl_apply=obj,both"])
     summary = run_sweep(cfg)
-    assert summary.counts == {"complete": 1 + 4}
+    assert summary.counts == {"complete": 2 + 1 + 4}  # a baseline per obj value, stock (obj=2 is not stock), the grid
     assert sorted(trainer.calls) == sorted(expected_keys(cfg))
-    base = trainer.hyps["baseline|s=0"]
-    assert base["obj"] == 1.0 and base["fl_gamma"] == 0.0  # hyp.focal.yaml's own obj, stock BCE
-    assert not [k for k in base if k.startswith("fl_") and k != "fl_gamma"]
+    for obj in (1, 2):  # BCE at the unit's own obj (matched), no fl_apply: fl_* keys make no other baseline
+        base = trainer.hyps[f"baseline|obj={obj}|s=0"]
+        assert base["obj"] == float(obj) and base["fl_gamma"] == 0.0
+        assert not [k for k in base if k.startswith("fl_") and k != "fl_gamma"]
+    stock = trainer.hyps["stock|s=0"]  # YOLOv5's own hyp.scratch-low.yaml values
+    assert (stock["obj"], stock["cls"], stock["fl_gamma"]) == (1.0, 0.5, 0.0) and not [k for k in stock if k.startswith("fl_") and k != "fl_gamma"]
     hyp = trainer.hyps["focal|g=1|a=0.25|obj=2|fl_apply=both|s=0"]
     assert (hyp["obj"], hyp["fl_apply"], hyp["fl_gamma"], hyp["fl_alpha"]) == (2.0, "both", 1.0, 0.25)
     assert type(hyp["obj"]) is float  # as in the hyp file
@@ -377,7 +380,7 @@ def test_resume_with_another_set_is_refused_before_training(data_yaml: Path, tmp
     for sets, now in ((["obj=1,4"], "--set obj=1,4"), ([], "no --set"), (["obj=1,2", "fl_apply=both"], "--set obj=1,2 --set fl_apply=both")):
         with pytest.raises(SweepError, match=re.escape(f"search space '--set': study has --set obj=1,2, this command has {now}")):
             run_sweep(config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1, sets=sets))
-    assert len(load(cfg).trials) == n and len(fake.calls) == 3
+    assert len(load(cfg).trials) == n and len(fake.calls) == 5  # 2 matched baselines, stock, 2 settings
     # a study made without --set (as every study before --set existed) refuses one too, and resumes without
     plain = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1, study="plain")
     run_sweep(plain)
@@ -390,7 +393,7 @@ def test_sampled_sweep_with_set_samples_categoricals_and_replicates_them(data_ya
     cfg = config(data_yaml, tmp_path, sampler="random", trials=3, gamma="0:3", alpha="0.25", seeds=2, sampler_seed=3,
                  sets=["obj=1,2,4", "fl_gamma_warmup=0,10"])
     summary = run_sweep(cfg)
-    assert summary.counts == {"complete": 2 + 3 * 2}
+    assert summary.counts == {"complete": 2 * (3 + 1) + 3 * 2}  # per seed: a baseline per obj value and stock
     study = load(cfg)
     sampled = [t for t in study.trials if trial_unit(t).origin == "sampled" and classify(t) == Outcome.COMPLETE]
     by_setting: Dict[str, List[Unit]] = {}
@@ -403,7 +406,7 @@ def test_sampled_sweep_with_set_samples_categoricals_and_replicates_them(data_ya
     assert len(by_setting) == 3
     for units in by_setting.values():  # every seed of a sampled setting has the same --set values
         assert sorted(u.seed for u in units) == [0, 1] and len({u.extras for u in units}) == 1
-    assert len(fake.calls) == len(set(fake.calls)) == 8
+    assert len(fake.calls) == len(set(fake.calls)) == 14
 
 
 # --- issue #15 section 3: a sweep killed at any moment resumes with the same command -------------
@@ -451,3 +454,50 @@ def test_a_creator_killed_while_queueing_the_plan_is_not_waited_for(data_yaml: P
     keys = expected_keys(cfg)
     assert sorted(fake.calls) == sorted(keys) and summary.counts == {"complete": len(keys)}
     assert any("creator stopped before queueing the whole plan" in line for line in said), said
+
+
+# --- issue #12: matched baselines and the stock reference; studies made before them ----------------
+
+def _as_before_issue_12(cfg: SweepConfig) -> None:
+    """Store the study's plan as the sweep stored it before #12: no baseline rule, no stock unit or hyp."""
+    study = load(cfg)
+    plan = dict(study.user_attrs[PLAN_ATTR])
+    plan["space"] = {k: v for k, v in plan["space"].items() if k not in ("baseline", "stock")}
+    plan.pop("stock_hyp", None)
+    study.set_user_attr(PLAN_ATTR, plan)
+
+
+def test_a_study_made_before_matched_baselines_is_refused_with_the_reason(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
+    cfg = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1, sets=["obj=1,2"])
+    run_sweep(cfg)
+    _as_before_issue_12(cfg)
+    calls = len(fake.calls)
+    with pytest.raises(SweepError, match=r"search space 'baseline': study has unmatched baselines \(made before matched "
+                                         r"baselines, #12: its baseline ignored --set\), this command has matched"):
+        run_sweep(cfg)
+    assert len(fake.calls) == calls  # nothing trained
+
+
+def test_an_old_study_resumes_unchanged_where_the_new_rule_adds_nothing(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
+    # hyp.focal.yaml has stock YOLOv5's gains and there is no non-fl --set: same units as before #12
+    cfg = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1, sets=["fl_apply=obj,both"])
+    run_sweep(cfg)
+    plan = load(cfg).user_attrs[PLAN_ATTR]
+    assert "baseline" not in plan["space"] and "stock" not in plan["space"] and "stock_hyp" not in plan
+    assert sorted(fake.calls) == ["baseline|s=0", "focal|g=1|a=0.25|fl_apply=both|s=0", "focal|g=1|a=0.25|fl_apply=obj|s=0"]
+    _as_before_issue_12(cfg)  # a no-op here: the stored plan is what an old study has
+    assert run_sweep(cfg).trained_here == 0
+
+
+def test_an_old_study_whose_gains_are_not_stock_resumes_with_no_stock(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
+    cfg = config(data_yaml, tmp_path, hyp="hyp.focal-scaled.yaml", gamma="1", alpha="0.25", seeds=1)
+    assert "stock|s=0" in expected_keys(cfg)  # its obj/cls gains are not stock: a stock unit is planned
+    run_sweep(cfg)
+    _as_before_issue_12(cfg)
+    calls = len(fake.calls)
+    with pytest.raises(SweepError, match=re.escape("search space 'stock': study has no stock YOLOv5 reference unit, "
+                                                   "this command has a stock YOLOv5 reference unit; add --no-stock to resume it")):
+        run_sweep(cfg)
+    assert run_sweep(config(data_yaml, tmp_path, hyp="hyp.focal-scaled.yaml", gamma="1", alpha="0.25", seeds=1,
+                            stock=False)).trained_here == 0
+    assert len(fake.calls) == calls

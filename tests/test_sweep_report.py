@@ -199,7 +199,9 @@ def set_plan() -> Plan:
 
 
 def set_trials() -> List[optuna.trial.FrozenTrial]:
-    trials = [frozen(Unit("baseline", None, None, s, "baseline"), "complete", m) for s, m in enumerate((0.10, 0.12, 0.14))]
+    # a matched baseline per obj value (fl_apply makes no other baseline)
+    trials = [frozen(Unit("baseline", None, None, s, "baseline", (("obj", obj),)), "complete", m)
+              for obj in (1.0, 2.0) for s, m in enumerate((0.10, 0.12, 0.14))]
     # stored in neither the --set order nor value order: the report has to sort them
     means = {(1.0, "both"): 0.12, (2.0, "both"): 0.13, (1.0, "obj"): 0.11, (2.0, "obj"): 0.20}
     for (obj, apply), m in means.items():
@@ -212,24 +214,25 @@ def set_trials() -> List[optuna.trial.FrozenTrial]:
 def test_report_rows_show_the_set_values(tmp_path: Path) -> None:
     report = build_report(set_trials(), set_plan(), study="sets")
     labels = [r.label() for r in report.rows]
-    # baseline first, then the --set values in the order given (obj=2 before obj=1), not one merged row
-    assert labels == ["baseline (stock YOLOv5 BCE)",
+    # baselines first, then the --set values in the order given (obj=2 before obj=1), not one merged row
+    assert labels == ["baseline (BCE) obj=2", "baseline (BCE) obj=1",
                       "focal gamma=1 alpha=0.25 obj=2 fl_apply=obj", "focal gamma=1 alpha=0.25 obj=2 fl_apply=both",
                       "focal gamma=1 alpha=0.25 obj=1 fl_apply=obj", "focal gamma=1 alpha=0.25 obj=1 fl_apply=both"]
-    assert [r.n for r in report.rows] == [3, 3, 3, 3, 3]
+    assert [r.n for r in report.rows] == [3, 3, 3, 3, 3, 3]
     assert report.best.label() == "focal gamma=1 alpha=0.25 obj=2 fl_apply=obj"
     assert report.verdict.startswith("focal gamma=1 alpha=0.25 obj=2 fl_apply=obj beats the baseline")
     files = write_report(report, tmp_path)
     md = files["markdown"].read_text()
     assert "| loss | gamma | alpha | obj | fl_apply | runs |" in md
-    assert "| baseline | - | - | 1 | - | 3/3 |" in md  # the baseline trained the hyp's own obj and no fl_apply
+    assert "| baseline | - | - | 1 | - | 3/3 |" in md  # the baseline trained its obj and no fl_apply
     assert "| focal | 1 | 0.25 | 2 | both | 3/3 | 0.1300 ± 0.0100 |" in md
-    assert "obj=2,1 fl_apply=obj,both" in md and "the baseline does not take these values" in md
+    assert "obj=2,1 fl_apply=obj,both" in md and "baseline: BCE with the same non-fl_* values (matched)" in md
     rows = list(csv.DictReader(open(files["csv"])))
     assert list(rows[0]) == OLD_CSV_FIELDS[:3] + ["obj", "fl_apply"] + OLD_CSV_FIELDS[3:]
-    assert [(r["obj"], r["fl_apply"]) for r in rows] == [("1", ""), ("2", "obj"), ("2", "both"), ("1", "obj"), ("1", "both")]
+    assert [(r["obj"], r["fl_apply"]) for r in rows] == [("2", ""), ("1", ""), ("2", "obj"), ("2", "both"), ("1", "obj"),
+                                                         ("1", "both")]
     data = json.loads(files["json"].read_text())
-    assert data["rows"][1]["set"] == {"obj": 2.0, "fl_apply": "obj"} and "set" not in data["rows"][0]
+    assert data["rows"][2]["set"] == {"obj": 2.0, "fl_apply": "obj"} and data["rows"][0]["set"] == {"obj": 2.0}
     assert yaml.safe_load(files["best_hyp"].read_text()) == {**BASE_HYP, "obj": 2.0, "fl_loss": "focal", "fl_gamma": 1.0,
                                                              "fl_alpha": 0.25, "fl_apply": "obj"}
     assert files["heatmap"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -291,3 +294,121 @@ def test_one_seed_is_still_reported_as_too_few() -> None:
     report = build_report(trials, plan(), study="one")
     assert table_rows(report)[1]["significant"] == "n/a (needs ≥2 completed seeds each, has 1 vs 2)"
     assert "no significance test: needs ≥2 completed seeds each, has 1 vs 2" in report.verdict
+
+
+# --- issue #12: each setting against BCE with the same non-fl_* values; stock YOLOv5 beside it ------
+
+STOCK_HYP = {"lr0": 0.01, "obj": 1.0, "cls": 0.5, "fl_gamma": 0.0}
+
+
+def matched_plan(stock: bool = False) -> Plan:
+    space = SearchSpace.build("grid", "focal,varifocal", "2", "0.5", 3, None, ["focal", "varifocal", "bce"],
+                              sets=["obj=5,10", "fl_apply=obj,both"])
+    space = space.bind_hyp({**BASE_HYP, "obj": 1.0}, "hyp.yaml")
+    if stock:
+        from dataclasses import replace
+
+        space = replace(space, stock=True)
+    settings = {**plan().settings, "stock_reference": "on" if stock else "same"}
+    return Plan(space=space.to_json(), settings=settings, base_hyp={**BASE_HYP, "obj": 1.0},
+                **({"stock_hyp": dict(STOCK_HYP)} if stock else {}))
+
+
+BASE_MAPS = {5.0: (0.30, 0.32, 0.34), 10.0: (0.10, 0.12, 0.14)}
+FOCAL_MAPS = {(5.0, "obj"): (0.20, 0.23, 0.21), (5.0, "both"): (0.31, 0.35, 0.33),
+              (10.0, "obj"): (0.15, 0.17, 0.19), (10.0, "both"): (0.11, 0.12, 0.16)}
+
+
+def matched_trials(objs: Any = (5.0, 10.0), stock: bool = False) -> List[optuna.trial.FrozenTrial]:
+    trials = [frozen(Unit("baseline", None, None, s, "baseline", (("obj", obj),)), "complete", m)
+              for obj in objs for s, m in enumerate(BASE_MAPS[obj])]
+    if stock:
+        trials += [frozen(Unit("stock", None, None, s, "stock"), "complete", m) for s, m in enumerate((0.25, 0.26, 0.27))]
+    for loss, shift in (("focal", 0.0), ("varifocal", 0.01)):
+        for (obj, apply), maps in FOCAL_MAPS.items():
+            trials += [frozen(Unit(loss, 2.0, 0.5, s, "grid", (("obj", obj), ("fl_apply", apply))), "complete", m + shift)
+                       for s, m in enumerate(maps)]
+    return trials
+
+
+def test_each_setting_is_compared_with_the_bce_of_the_same_obj() -> None:
+    report = build_report(matched_trials(), matched_plan(), study="matched")
+    rows = {r.setting: r for r in report.rows}
+    for loss, shift in (("focal", 0.0), ("varifocal", 0.01)):
+        for (obj, apply), maps in FOCAL_MAPS.items():
+            row = rows[f"{loss}|g=2|a=0.5|obj={obj:g}|fl_apply={apply}"]
+            # against BCE with the same obj (fl_apply makes no other baseline)
+            expected = welch([m + shift for m in maps], list(BASE_MAPS[obj]))
+            assert row.test.diff == pytest.approx(expected.diff) and row.test.p == pytest.approx(expected.p), row.setting
+    for row in report.rows[2:]:
+        obj = dict(row.extras)["obj"]
+        assert row.baseline is rows[f"baseline|obj={obj:g}"] and row.baseline_setting == f"baseline|obj={obj:g}"
+    assert [r.label() for r in report.rows[:2]] == ["baseline (BCE) obj=5", "baseline (BCE) obj=10"]
+    # obj=10 fl_apply=obj: 0.17 vs its own baseline 0.12 is a significant gain (vs obj=5's 0.32 it would be a loss)
+    assert rows["focal|g=2|a=0.5|obj=10|fl_apply=obj"].test.diff == pytest.approx(0.05)
+    assert report.verdict.startswith("varifocal gamma=2 alpha=0.5 obj=10 fl_apply=obj beats the baseline: "
+                                     "mAP50-95 0.1800 vs 0.1200"), report.verdict
+    assert table_rows(report)[0]["Δ mAP50-95"] == "(reference)"
+
+
+def test_a_missing_matched_baseline_is_reported_as_missing(tmp_path: Path) -> None:
+    report = build_report(matched_trials(objs=(5.0,)), matched_plan(), study="missing")
+    rows = {r.setting: r for r in report.rows}
+    lost = rows["focal|g=2|a=0.5|obj=10|fl_apply=obj"]
+    assert lost.baseline is None and lost.baseline_missing and lost.test is None  # never obj=5's baseline
+    assert lost.baseline_setting == "baseline|obj=10"
+    assert rows["focal|g=2|a=0.5|obj=5|fl_apply=obj"].baseline is rows["baseline|obj=5"]
+    cells = {(r["loss"], r["obj"], r["fl_apply"]): r for r in table_rows(report)}
+    assert cells[("focal", "10", "obj")]["Δ mAP50-95"] == "no matched baseline (baseline|obj=10 not in the study)"
+    assert cells[("focal", "10", "obj")]["p (Welch)"] == "n/a"
+    assert "4 setting(s) have no matched baseline (BCE with the same non-fl_* values) and are compared with nothing" \
+        in report.verdict
+    data = json.loads(write_report(report, tmp_path)["json"].read_text())
+    by_setting = {r["setting"]: r for r in data["rows"]}
+    assert by_setting["focal|g=2|a=0.5|obj=10|fl_apply=obj"]["baseline_missing"] is True
+    assert by_setting["focal|g=2|a=0.5|obj=10|fl_apply=obj"]["diff_vs_baseline"] is None
+    assert by_setting["focal|g=2|a=0.5|obj=5|fl_apply=obj"]["baseline"] == "baseline|obj=5"
+
+
+def test_stock_yolov5_is_reported_beside_the_matched_baseline(tmp_path: Path) -> None:
+    report = build_report(matched_trials(stock=True), matched_plan(stock=True), study="stock")
+    assert [r.label() for r in report.rows[:3]] == ["baseline (BCE) obj=5", "baseline (BCE) obj=10",
+                                                    "stock YOLOv5 (hyp.scratch-low.yaml)"]
+    stock = report.stock
+    assert stock.mean_map == pytest.approx(0.26) and stock.test is None and stock.baseline is None
+    row = next(r for r in report.rows if r.setting == "focal|g=2|a=0.5|obj=10|fl_apply=obj")
+    assert row.baseline.setting == "baseline|obj=10"  # the Welch test stays against the matched baseline
+    assert row.stock_test.diff == pytest.approx(0.17 - 0.26)
+    cells = table_rows(report)
+    assert cells[2]["Δ mAP50-95"] == "(stock reference)" and cells[2]["obj"] == "1"  # stock's own gain
+    assert cells[0]["Δ vs stock (p)"].startswith("+0.0600 (p ")  # BCE obj=5 vs stock
+    files = write_report(report, tmp_path)
+    md = files["markdown"].read_text()
+    assert "- baseline: BCE with the same non-fl_* values (matched); stock YOLOv5 beside it\n" in md
+    assert "| stock | - | - | 1 | - | 3/3 | 0.2600 ± 0.0100 |" in md and "Δ vs stock (p)" in md
+    assert "Stock YOLOv5 (hyp.scratch-low.yaml) beside it: 0.2600" in report.verdict
+    data = json.loads(files["json"].read_text())
+    assert data["baseline_rule"] == "baseline: BCE with the same non-fl_* values (matched); stock YOLOv5 beside it"
+    assert data["rows"][0]["diff_vs_stock"] == pytest.approx(0.06)
+    assert list(csv.DictReader(open(files["csv"])))[0]["diff_vs_stock"] == "0.06"
+
+
+def test_every_report_names_its_baseline_rule(tmp_path: Path) -> None:
+    md = write_report(build_report(example_trials(), plan(), study="hand"), tmp_path / "a")["markdown"].read_text()
+    assert "- baseline: BCE with the same non-fl_* values (matched)" in md
+    same = Plan(space=plan().space, settings={**plan().settings, "stock_reference": "same"}, base_hyp=dict(BASE_HYP))
+    data = json.loads(write_report(build_report(example_trials(), same, study="m"), tmp_path / "b")["json"].read_text())
+    assert data["baseline_rule"] == ("baseline: BCE with the same non-fl_* values (matched); stock YOLOv5 beside it: "
+                                     "here every baseline trains stock YOLOv5's values")
+
+
+def test_a_study_made_before_matched_baselines_reports_with_its_own_rule() -> None:
+    # its plan has no baseline rule and its one baseline took no --set value: every row against that one
+    old = set_plan()
+    old.space = {k: v for k, v in old.space.items() if k != "baseline"}
+    trials = [t for t in set_trials() if t.user_attrs["unit"]["loss"] != "baseline"]
+    trials += [frozen(Unit("baseline", None, None, s, "baseline"), "complete", m) for s, m in enumerate((0.10, 0.12, 0.14))]
+    report = build_report(trials, old, study="old")
+    assert report.verdict.startswith("focal gamma=1 alpha=0.25 obj=2 fl_apply=obj beats the baseline")
+    assert all(r.baseline is report.baseline for r in report.rows if not r.is_reference)
+    assert "(unmatched: the study was made before matched baselines, #12)" in to_markdown(report)

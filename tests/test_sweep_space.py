@@ -184,9 +184,11 @@ def test_dry_run_lists_the_units_with_their_set_values(tmp_path: Path, data_yaml
     args = sweep(tmp_path, data_yaml, "--gamma", "1", "--alpha", "0.5", "--set", "obj=1,2", "--set", "fl_apply=obj,both", "--dry-run")
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "OK: 5 units (sampler=grid loss=focal gamma=1 alpha=0.5 obj=1,2 fl_apply=obj,both seeds=1)" in out
+    # a matched baseline per obj value; obj=2 is not stock YOLOv5's gain, so a stock unit beside them
+    assert "OK: 7 units (sampler=grid loss=focal gamma=1 alpha=0.5 obj=1,2 fl_apply=obj,both seeds=1 stock=yes)" in out
     units = [line.strip() for line in out.splitlines() if line.startswith("  ")]
-    assert units == ["baseline|s=0", "focal|g=1|a=0.5|obj=1|fl_apply=obj|s=0", "focal|g=1|a=0.5|obj=1|fl_apply=both|s=0",
+    assert units == ["baseline|obj=1|s=0", "baseline|obj=2|s=0", "stock|s=0",
+                     "focal|g=1|a=0.5|obj=1|fl_apply=obj|s=0", "focal|g=1|a=0.5|obj=1|fl_apply=both|s=0",
                      "focal|g=1|a=0.5|obj=2|fl_apply=obj|s=0", "focal|g=1|a=0.5|obj=2|fl_apply=both|s=0"]
     assert not (tmp_path / "runs").exists()  # not even the SQLite file: a dry run creates nothing
 
@@ -249,21 +251,22 @@ def test_grid_with_sets_is_the_product_seed_major() -> None:
     space = SearchSpace.build("grid", "focal,bce", "0,1", "0.25", 2, None, KNOWN, sets=["obj=1,2", "fl_apply=obj,both"])
     units = space.planned_units()
     per_seed = 2 * 1 * 2 * 2 + 1 * 2 * 2  # focal: gamma x alpha x obj x fl_apply; bce: obj x fl_apply
-    assert len(units) == space.total_units() == 2 * (1 + per_seed)
+    assert len(units) == space.total_units() == 2 * (2 + per_seed)  # a matched baseline per obj value and seed
     assert len({u.key for u in units}) == len(units)
-    assert [u.key for u in units[2:7]] == [
+    assert [u.key for u in units[4:9]] == [
         "focal|g=0|a=0.25|obj=1|fl_apply=obj|s=0",  # the last --set varies fastest
         "focal|g=0|a=0.25|obj=1|fl_apply=both|s=0",
         "focal|g=0|a=0.25|obj=2|fl_apply=obj|s=0",
         "focal|g=0|a=0.25|obj=2|fl_apply=both|s=0",
         "focal|g=1|a=0.25|obj=1|fl_apply=obj|s=0",
     ]
-    assert [u.key for u in units[2 + per_seed - 4:2 + per_seed]] == [
+    assert [u.key for u in units[4 + per_seed - 4:4 + per_seed]] == [
         "bce|g=0|a=-|obj=1|fl_apply=obj|s=0", "bce|g=0|a=-|obj=1|fl_apply=both|s=0",
         "bce|g=0|a=-|obj=2|fl_apply=obj|s=0", "bce|g=0|a=-|obj=2|fl_apply=both|s=0",
     ]
-    assert all(u.seed == 0 for u in units[2:2 + per_seed]) and all(u.seed == 1 for u in units[2 + per_seed:])
-    assert all(u.extras == () for u in units[:2])  # the baseline takes no --set value
+    assert all(u.seed == 0 for u in units[4:4 + per_seed]) and all(u.seed == 1 for u in units[4 + per_seed:])
+    # the baselines take the non-fl_* --set values only (matched, #12): fl_apply makes no other baseline
+    assert [u.key for u in units[:4]] == ["baseline|obj=1|s=0", "baseline|obj=2|s=0", "baseline|obj=1|s=1", "baseline|obj=2|s=1"]
     assert "obj=1,2 fl_apply=obj,both seeds=2" in space.describe()
 
 
@@ -285,12 +288,12 @@ def test_bind_hyp_checks_keys_and_makes_numbers_floats_where_the_hyp_has_floats(
         SearchSpace.build("grid", "focal", "1", "0.25", 1, None, KNOWN, sets=["obj=true"]).bind_hyp(base, "hyp.yaml")
 
 
-def test_set_values_reach_the_units_hyp_but_not_the_baselines() -> None:
+def test_set_values_reach_the_units_hyp_and_the_non_fl_ones_the_baselines() -> None:
     base = {"lr0": 0.01, "obj": 1.0, "cls": 0.5, "fl_loss": "focal", "fl_gamma": 1.5, "fl_apply": "cls"}
     space = SearchSpace.build("grid", "focal", "2", "0.5", 1, None, KNOWN, sets=["obj=2", "fl_apply=both", "fl_norm=positives"])
     space = space.bind_hyp(base, "hyp.yaml")
     baseline, unit = space.planned_units()
-    assert baseline.hyp(base) == {"lr0": 0.01, "obj": 1.0, "cls": 0.5, "fl_gamma": 0.0}  # stock: the hyp's own obj
+    assert baseline.hyp(base) == {"lr0": 0.01, "obj": 2.0, "cls": 0.5, "fl_gamma": 0.0}  # BCE at the unit's own obj
     assert parse_focal_hyp(baseline.hyp(base), known_losses=KNOWN).is_stock
     hyp = unit.hyp(base)
     assert hyp == {"lr0": 0.01, "obj": 2.0, "cls": 0.5, "fl_loss": "focal", "fl_gamma": 2.0, "fl_alpha": 0.5,
@@ -349,3 +352,35 @@ def test_sampled_space_suggests_one_categorical_per_set_key() -> None:
         seen.add((unit.loss, dict(unit.extras)["fl_apply"]))
         study.tell(trial, 0.0)
     assert {"bce", "focal"} == {loss for loss, _ in seen}  # bce settings get the --set values too
+
+
+def test_a_stock_unit_is_planned_where_a_baseline_is_not_stock_yolov5() -> None:
+    from dataclasses import replace
+
+    stock = {"lr0": 0.01, "obj": 1.0, "cls": 0.5, "fl_gamma": 0.0}
+    plain = SearchSpace.build("grid", "focal", "1", "0.25", 2, None, KNOWN, sets=["fl_apply=obj,both"])
+    assert not plain.needs_stock({**stock, "fl_loss": "focal", "fl_gamma": 1.5}, stock)  # only fl_* differ: baseline is stock
+    assert plain.needs_stock({**stock, "obj": 5.0}, stock)  # the base hyp's gain is not stock's
+    gains = SearchSpace.build("grid", "focal", "1", "0.25", 2, None, KNOWN, sets=["obj=1,5"]).bind_hyp(stock, "hyp.yaml")
+    assert gains.needs_stock(stock, stock)  # obj=5 from --set
+    with_stock = replace(gains, stock=True)
+    assert [u.key for u in with_stock.baseline_units()] == ["baseline|obj=1|s=0", "baseline|obj=5|s=0", "stock|s=0",
+                                                            "baseline|obj=1|s=1", "baseline|obj=5|s=1", "stock|s=1"]
+    assert with_stock.total_units() == len(with_stock.planned_units()) == 6 + 2 * 2
+    unit = with_stock.baseline_units()[2]
+    assert unit.is_stock and unit.params() == {} and unit.slug == "stock-s0"
+    assert unit.hyp({**stock, "obj": 5.0, "fl_loss": "focal"}, {**stock, "fl_apply": "obj"}) == stock  # stock's values, no fl_*
+    assert parse_focal_hyp(unit.hyp(stock, stock), known_losses=KNOWN).is_stock
+    with pytest.raises(ValueError, match="needs YOLOv5's stock hyp"):
+        unit.hyp(stock)
+    assert SearchSpace.from_json(with_stock.to_json()) == replace(with_stock, trials=None)
+
+
+def test_a_stored_space_from_before_matched_baselines_keeps_its_rule() -> None:
+    new = SearchSpace.build("grid", "focal", "1", "0.25", 1, None, KNOWN, sets=["obj=1,2", "fl_apply=obj"])
+    data = new.to_json()
+    assert data["baseline"] == "matched" and "stock" not in data
+    old = SearchSpace.from_json({k: v for k, v in data.items() if k != "baseline"})  # what studies before #12 stored
+    assert old.baseline == "unmatched" and [u.key for u in old.baseline_units()] == ["baseline|s=0"]
+    only_fl = SearchSpace.build("grid", "focal", "1", "0.25", 1, None, KNOWN, sets=["fl_apply=obj,both"])
+    assert "baseline" not in only_fl.to_json() and SearchSpace.from_json(only_fl.to_json()).baseline == "matched"

@@ -2,7 +2,8 @@
 
 A sweep trains every combination of losses, ``fl_gamma`` and ``fl_alpha`` values and any other
 hyp key given with ``--set KEY=V1,V2`` (``fl_*`` or YOLOv5's own, e.g. ``obj``), several seeds
-each, against a stock-BCE baseline.
+each, each setting against BCE with the same non-``fl_*`` values (its matched baseline), stock
+YOLOv5 beside it.
 
 * :mod:`.space`        lists/ranges, losses, ``--set`` keys, seeds -> units (pure Python)
 * :mod:`.study`        Optuna storage (SQLite default, PostgreSQL for several machines), plan checks

@@ -7,14 +7,14 @@ before any trial trains. :func:`prepare_sweep` trains nothing; the engine runs w
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..env import DISABLE, flag
 from ..yolo_yaml import YamlFileError, dataset_classes, read_yaml_mapping
 from ._liveness import ClaimLock
-from .space import SearchSpace, SweepError, Unit, fmt_extra
+from .space import SearchSpace, SweepError, Unit, fmt_extra, is_fl_key
 from .study import (
     DEFAULT_HEARTBEAT,
     Plan,
@@ -53,6 +53,7 @@ class SweepConfig:
     gamma: Any = "0,0.5,1,1.5,2"
     alpha: Any = "0.25,0.5,0.75"
     sets: Sequence[str] = ()  # --set KEY=V1,V2,... texts: one categorical dimension each
+    stock: bool = True  # a stock-YOLOv5 unit per seed where a baseline's non-fl values differ from stock (--no-stock: never)
     seeds: int = 3
     epochs: int = 30
     img: int = 640
@@ -196,7 +197,21 @@ def _load_hyp_dict(path: Path) -> Dict[str, Any]:
     return _read_yaml_mapping(path, f"--hyp {path}", "a mapping of hyperparameters")
 
 
-def _validate_units(space: SearchSpace, base: Dict[str, Any], nc: Optional[int], known: Sequence[str]) -> None:
+STOCK_HYP = "hyp.scratch-low.yaml"  # the hyp `yolov5 train` uses when given none: "stock YOLOv5"
+
+
+def _load_stock_hyp() -> Dict[str, Any]:
+    """YOLOv5's own stock hyp, from the installed yolov5 package (the stock unit trains it)."""
+    root = _yolov5_dir()
+    path = root / "data" / "hyps" / STOCK_HYP if root is not None else None
+    if path is None or not path.is_file():
+        raise SweepError(f"cannot find yolov5's data/hyps/{STOCK_HYP} for the stock YOLOv5 reference; "
+                         "is yolov5 installed? (--no-stock leaves the reference out)")
+    return _read_yaml_mapping(path, f"yolov5's {STOCK_HYP}", "a mapping of hyperparameters")
+
+
+def _validate_units(space: SearchSpace, base: Dict[str, Any], nc: Optional[int], known: Sequence[str],
+                    stock: Optional[Dict[str, Any]] = None) -> None:
     from ..hyp import HypError, parse_focal_hyp
 
     try:
@@ -205,7 +220,7 @@ def _validate_units(space: SearchSpace, base: Dict[str, Any], nc: Optional[int],
         raise SweepError(f"--hyp: {exc}") from None
     # each fl_* --set value on its own first, so that the message names the option and the value
     for spec in space.extras:
-        if not spec.key.startswith("fl_"):
+        if not is_fl_key(spec.key):
             continue
         for value in spec.values:
             try:
@@ -222,11 +237,11 @@ def _validate_units(space: SearchSpace, base: Dict[str, Any], nc: Optional[int],
         units += corners
     for unit in units:
         try:
-            cfg = parse_focal_hyp(unit.hyp(base), nc=nc, known_losses=known)
+            cfg = parse_focal_hyp(unit.hyp(base, stock), nc=nc, known_losses=known)
         except HypError as exc:
             raise SweepError(f"{unit.describe()}: {exc}") from None
-        if unit.is_baseline and not cfg.is_stock:
-            raise SweepError(f"internal error: the baseline hyp is not stock ({cfg.describe()})")
+        if unit.is_reference and not cfg.is_stock:
+            raise SweepError(f"internal error: the {unit.loss} hyp is not YOLOv5's BCE ({cfg.describe()})")
 
 
 def _known_losses() -> Tuple[str, ...]:
@@ -271,7 +286,14 @@ def prepare_sweep(config: SweepConfig, create: bool = True) -> Prepared:
     hyp_path = _resolve_hyp(config.hyp)
     base_hyp = _load_hyp_dict(hyp_path)
     space = space.bind_hyp(base_hyp, str(hyp_path))
-    _validate_units(space, base_hyp, nc, known)
+    stock_hyp: Dict[str, Any] = {}
+    if config.stock:
+        stock_hyp = _load_stock_hyp()
+        if space.needs_stock(base_hyp, stock_hyp):
+            space = replace(space, stock=True)
+        else:  # every baseline already is stock YOLOv5: nothing to add, nothing to store
+            stock_hyp = {}
+    _validate_units(space, base_hyp, nc, known, stock_hyp or None)
     train_args = [str(a) for a in config.train_args]
     _check_train_args(train_args)
     if train_args:
@@ -301,9 +323,12 @@ def prepare_sweep(config: SweepConfig, create: bool = True) -> Prepared:
         },
         base_hyp=base_hyp,
         trials=space.trials,
+        stock_hyp=stock_hyp,
     )
     plan.settings["hyp_file"] = str(hyp_path)  # informative; the contents are compared through base_hyp
     plan.settings["runs_dir"] = str(runs_dir)
+    # informative, for the report's wording: why there is, or is not, a stock unit (space.stock is compared)
+    plan.settings["stock_reference"] = "on" if space.stock else ("same" if config.stock else "off")
     sqlite_file = sqlite_path(storage_url)
     if not create and sqlite_file is not None and not sqlite_file.exists():
         storage = None  # a dry run creates nothing, and opening SQLite would create the file

@@ -38,7 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=V1,V2",
                    help="repeatable: also sweep hyp key KEY over these values (read as YAML: numbers or words), "
                         "e.g. --set obj=1,2 --set fl_apply=obj,both; KEY must be in --hyp or an fl_* key. "
-                        "The baseline ignores --set: it trains the --hyp values without fl_* keys")
+                        "Each setting is compared with BCE at its own non-fl_* values (a baseline per non-fl_* "
+                        "--set combination); fl_* keys make no other baseline")
+    s.add_argument("--no-stock", action="store_true",
+                   help="no stock-YOLOv5 reference (hyp.scratch-low.yaml, one unit per seed); by default it is "
+                        "trained when a baseline's non-fl_* values (gains) differ from stock and reported beside it")
     s.add_argument("--seeds", type=int, default=3, help="training seeds per setting (default: %(default)s)")
     s.add_argument("--sampler", default="grid", choices=("grid", "tpe", "random"), help="grid: every combination; tpe/random: --trials sampled settings (default: %(default)s)")
     s.add_argument("--trials", type=int, default=None, help="sampled settings for --sampler tpe|random (each x --seeds)")
@@ -74,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> SweepConfig:
     return SweepConfig(
         data=args.data, cfg=args.cfg, weights=args.weights, hyp=args.hyp, losses=args.loss, gamma=args.gamma,
-        alpha=args.alpha, sets=list(args.sets or []), seeds=args.seeds, epochs=args.epochs, img=args.img, batch_size=args.batch_size,
+        alpha=args.alpha, sets=list(args.sets or []), stock=not args.no_stock, seeds=args.seeds, epochs=args.epochs, img=args.img, batch_size=args.batch_size,
         device=args.device, workers=args.workers, study=args.study, storage=args.storage, project=args.project,
         n_jobs=args.n_jobs, threads=args.threads, sampler=args.sampler, trials=args.trials,
         sampler_seed=args.sampler_seed, prune=args.prune, timeout=args.timeout,

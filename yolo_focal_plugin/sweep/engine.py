@@ -432,7 +432,7 @@ class SweepEngine:
         return TrialSpec(
             unit_key=unit.key,
             run_dir=self.p.runs_dir / f"t{number:04d}-{unit.slug}",
-            hyp=unit.hyp(self.p.plan.base_hyp),
+            hyp=self.p.plan.unit_hyp(unit),
             data=s["data"],
             cfg=s["cfg"],
             weights=s["weights"],

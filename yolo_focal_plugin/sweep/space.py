@@ -2,7 +2,8 @@
 
 Pure Python (no torch, no yolov5, no optuna): parsing and validation happen before anything is
 started, and every mistake raises :class:`SweepError` (a ``ValueError``) that says which option is
-wrong and what is allowed.
+wrong and what is allowed. The option parsing itself is in :mod:`._options`; its names are
+re-exported here.
 
 Syntax of ``--gamma`` / ``--alpha``:
 
@@ -13,17 +14,41 @@ Syntax of ``--gamma`` / ``--alpha``:
 ``--set KEY=V1,V2,...`` (repeatable) adds one categorical dimension for any other hyp key
 (``obj=1,2,4``, ``fl_apply=obj,both``); each value is read with ``yaml.safe_load``.
 
-A *unit* is one training run: (loss, gamma, alpha, the ``--set`` values, seed). The baseline units
-(stock YOLOv5 BCE: ``fl_gamma: 0`` and no other ``fl_*`` key, one per seed) are part of every sweep;
-they take no ``--set`` value (every other key keeps the base hyp's value).
+A *unit* is one training run: (loss, gamma, alpha, the ``--set`` values, seed).
+
+The baseline rule (#12), :meth:`SearchSpace.baseline_extras`: a setting is compared with BCE trained
+with the *same* non-``fl_*`` values (**matched**): the base hyp without any ``fl_*`` key, with
+``fl_gamma: 0`` and the setting's non-``fl_*`` ``--set`` values (``fl_*`` ``--set`` values do not
+make another baseline). So every sweep has one baseline unit per seed and combination of the
+non-``fl_*`` ``--set`` values. Beside it, when any baseline differs from YOLOv5's stock hyp
+(``hyp.scratch-low.yaml``) in a non-``fl_*`` value, one **stock** unit per seed trains that hyp
+(:meth:`SearchSpace.needs_stock`; ``--no-stock`` leaves it out). Studies created before this rule
+(their baseline took no ``--set`` value) keep it when read (:data:`UNMATCHED`).
 """
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+# The option syntax lives in ._options (#13); its names stay importable from here.
+from ._options import (  # noqa: F401
+    BASELINE,
+    STOCK,
+    MAX_GRID_VALUES,
+    OWNED_KEYS,
+    SAMPLERS,
+    Extras,
+    SetSpec,
+    SweepError,
+    ValueSpec,
+    fmt_extra,
+    fmt_value,
+    parse_losses,
+    parse_sets,
+    parse_values,
+)
 
 __all__ = [
     "SweepError",
@@ -32,7 +57,11 @@ __all__ = [
     "Unit",
     "SearchSpace",
     "BASELINE",
+    "STOCK",
+    "MATCHED",
+    "UNMATCHED",
     "SAMPLERS",
+    "is_fl_key",
     "parse_values",
     "parse_losses",
     "parse_sets",
@@ -41,39 +70,23 @@ __all__ = [
     "OWNED_KEYS",
 ]
 
-BASELINE = "baseline"
-SAMPLERS = ("grid", "tpe", "random")
-MAX_GRID_VALUES = 1000
-# hyp keys the sweep sets itself, each from its own option
-OWNED_KEYS = {"fl_loss": "--loss", "fl_gamma": "--gamma", "fl_alpha": "--alpha"}
-_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
-Extras = Tuple[Tuple[str, Any], ...]  # a unit's --set values, in --set order
+# baseline rules: MATCHED since #12; UNMATCHED = what studies created before it trained (the base
+# hyp's non-fl values, no --set value), kept only to read and report those studies as they were
+MATCHED = "matched"
+UNMATCHED = "unmatched"
 
 
-class SweepError(ValueError):
-    """A sweep option or stored study is invalid; raised before any training starts."""
+def is_fl_key(key: Any) -> bool:
+    """A key only the sweep's focal-loss side sets: baselines drop these, and they never define a baseline."""
+    return isinstance(key, str) and key.startswith("fl_")
 
 
-def fmt_value(value: Optional[float]) -> str:
-    """Stable, short text for a float (used in unit keys, run names and tables)."""
-    if value is None:
-        return "-"
-    text = f"{float(value):.6g}"
-    return "0" if text == "-0" else text
-
-
-def fmt_extra(value: Any) -> str:
-    """Stable text for a ``--set`` value: unit keys, run names, tables (``2.0`` and ``2`` are both ``2``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        # 12 digits, not fmt_value's 6: two values the user told apart must not share a unit key
-        text = f"{value:.12g}"
-        return "0" if text == "-0" else text
-    return str(value)
+def _reference_hyp(hyp: Mapping[str, Any]) -> Dict[str, Any]:
+    """``hyp`` as BCE: no ``fl_*`` key, but ``fl_gamma: 0`` (YOLOv5 itself requires fl_gamma)."""
+    out = {k: v for k, v in hyp.items() if not is_fl_key(k)}
+    out["fl_gamma"] = 0.0
+    return out
 
 
 def _slug_text(text: str) -> str:
@@ -85,222 +98,41 @@ def _extras_text(extras: Extras, sep: str) -> str:
     return "".join(f"{sep}{k}={fmt_extra(v)}" for k, v in extras)
 
 
-def _number(text: str, option: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise SweepError(f"{option}: {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise SweepError(f"{option}: {text!r} is not a finite number")
-    return value
+class References:
+    """Which reference a unit or report row with a ``loss`` is (one definition for both)."""
 
-
-@dataclass(frozen=True)
-class ValueSpec:
-    """A list of values, or a range ``low:high`` (with an optional ``step``)."""
-
-    kind: str  # "list" | "range"
-    values: Tuple[float, ...] = ()
-    low: float = 0.0
-    high: float = 0.0
-    step: Optional[float] = None
-
-    def grid_values(self) -> Tuple[float, ...]:
-        if self.kind == "list":
-            return self.values
-        if self.step is None:
-            raise SweepError("a continuous range has no grid values")
-        n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
-        return tuple(round(self.low + i * self.step, 10) for i in range(n))
-
-    def to_json(self) -> Dict[str, Any]:
-        if self.kind == "list":
-            return {"kind": "list", "values": list(self.values)}
-        return {"kind": "range", "low": self.low, "high": self.high, "step": self.step}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ValueSpec":
-        if data["kind"] == "list":
-            return cls("list", tuple(float(v) for v in data["values"]))
-        return cls("range", (), float(data["low"]), float(data["high"]),
-                   None if data.get("step") is None else float(data["step"]))
-
-    def describe(self) -> str:
-        if self.kind == "list":
-            return ",".join(fmt_value(v) for v in self.values)
-        step = f":{fmt_value(self.step)}" if self.step is not None else ""
-        return f"{fmt_value(self.low)}:{fmt_value(self.high)}{step}"
-
-
-def parse_values(text: Any, option: str, low: float, high: float = math.inf, grid: bool = True) -> ValueSpec:
-    """Parse ``--gamma``/``--alpha`` text; every value must lie in ``[low, high]``."""
-    bounds = f"[{fmt_value(low)}, {fmt_value(high)}]" if math.isfinite(high) else f">= {fmt_value(low)}"
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        text = str(text)
-    if not isinstance(text, str) or not text.strip():
-        raise SweepError(f"{option} is empty: give a list such as 0,0.5,1 or a range such as 0:2:0.5")
-    text = text.strip()
-    if ":" in text:
-        if "," in text:
-            raise SweepError(f"{option} {text!r}: use either a list (0,0.5,1) or a range (0:2:0.5), not both")
-        parts = [p.strip() for p in text.split(":")]
-        if len(parts) not in (2, 3) or not all(parts):
-            raise SweepError(f"{option} {text!r}: a range is low:high or low:high:step")
-        lo, hi = _number(parts[0], option), _number(parts[1], option)
-        step = _number(parts[2], option) if len(parts) == 3 else None
-        if lo > hi:
-            raise SweepError(f"{option} {text!r}: low {fmt_value(lo)} is above high {fmt_value(hi)}")
-        if lo < low or hi > high:
-            raise SweepError(f"{option} {text!r}: values must be {bounds}")
-        if step is not None and step <= 0:
-            raise SweepError(f"{option} {text!r}: the step must be > 0")
-        spec = ValueSpec("range", (), lo, hi, step)
-        if grid:
-            if step is None:
-                raise SweepError(
-                    f"{option} {text!r}: a continuous range needs --sampler tpe or random; "
-                    f"for a grid give a step (e.g. {fmt_value(lo)}:{fmt_value(hi)}:0.5) or a list"
-                )
-            values = spec.grid_values()
-            if len(values) > MAX_GRID_VALUES:
-                raise SweepError(f"{option} {text!r} expands to {len(values)} values (max {MAX_GRID_VALUES})")
-            return ValueSpec("list", values)
-        return spec
-    values: List[float] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            raise SweepError(f"{option} {text!r}: empty value in the list")
-        value = _number(part, option)
-        if not low <= value <= high:
-            raise SweepError(f"{option}: {fmt_value(value)} is outside the allowed values {bounds}")
-        if value not in values:
-            values.append(value)
-    return ValueSpec("list", tuple(sorted(values)))
-
-
-def parse_losses(text: Any, known: Sequence[str]) -> Tuple[str, ...]:
-    """``--loss focal,varifocal``: every name must be a known loss."""
-    items = text if isinstance(text, (list, tuple)) else str(text or "").split(",")
-    losses: List[str] = []
-    for item in items:
-        name = str(item).strip()
-        if not name:
-            continue
-        if name == BASELINE:
-            raise SweepError("--loss: 'baseline' is always included; list focal-loss variants only")
-        if name not in known:
-            raise SweepError(f"--loss: unknown loss {name!r}; known losses: {', '.join(sorted(set(known)))}")
-        if name not in losses:
-            losses.append(name)
-    if not losses:
-        raise SweepError(f"--loss is empty: give one or more of {', '.join(sorted(set(known)))}")
-    return tuple(losses)
-
-
-def _set_value(part: str, item: str) -> Any:
-    """One ``--set`` value: YAML scalar (number, word, true/false)."""
-    import yaml
-
-    try:
-        value = yaml.safe_load(part)
-    except yaml.YAMLError:
-        raise SweepError(f"--set {item!r}: cannot read the value {part!r} (give numbers or words)") from None
-    if isinstance(value, str):
-        # YAML 1.1 reads 1e-3 as a string (it wants 1.0e-3); a hyp value written that way is a number
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if math.isfinite(number):
-            value = number
-    if isinstance(value, float) and not math.isfinite(value):
-        raise SweepError(f"--set {item!r}: {part!r} is not a finite number")
-    if not isinstance(value, (bool, int, float, str)):
-        raise SweepError(f"--set {item!r}: {part!r} is not a number, a word or true/false")
-    if isinstance(value, str) and "|" in value:
-        raise SweepError(f"--set {item!r}: {part!r} contains '|', which unit keys use as separator")
-    return value
-
-
-@dataclass(frozen=True)
-class SetSpec:
-    """One ``--set KEY=V1,V2,...``: a categorical dimension of the search space."""
-
-    key: str
-    values: Tuple[Any, ...]
-
-    def describe(self) -> str:
-        return f"{self.key}={','.join(fmt_extra(v) for v in self.values)}"
-
-    def to_json(self) -> Dict[str, Any]:
-        return {"key": self.key, "values": list(self.values)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "SetSpec":
-        return cls(str(data["key"]), tuple(data["values"]))
-
-
-def parse_sets(items: Any) -> Tuple[SetSpec, ...]:
-    """``--set KEY=V1,V2,...`` options (repeatable) -> one :class:`SetSpec` per key, in the order given.
-
-    Checks the syntax and the keys the sweep owns; whether a key exists in the base hyp and whether
-    its values are valid is checked by :meth:`SearchSpace.bind_hyp` and the engine.
-    """
-    if items is None:
-        return ()
-    if isinstance(items, str):
-        items = [items]
-    specs: List[SetSpec] = []
-    for item in items:
-        if not isinstance(item, str) or "=" not in item:
-            raise SweepError(f"--set {item!r}: expected KEY=V1,V2,... (e.g. --set obj=1,2)")
-        key, _, text = item.partition("=")
-        key = key.strip()
-        if not key:
-            raise SweepError(f"--set {item!r}: the key is empty; expected KEY=V1,V2,... (e.g. --set obj=1,2)")
-        if not _KEY_RE.match(key):
-            raise SweepError(f"--set {item!r}: {key!r} is not a hyp key name (letters, digits, _ . -)")
-        if key in OWNED_KEYS:
-            raise SweepError(f"--set {key}: the sweep sets {key} itself; use {OWNED_KEYS[key]}")
-        if any(s.key == key for s in specs):
-            raise SweepError(f"--set {key} is given twice; give all its values in one --set {key}=V1,V2,...")
-        if not text.strip():
-            raise SweepError(f"--set {item!r}: no values; expected {key}=V1,V2,...")
-        values: List[Any] = []
-        seen: List[str] = []
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                raise SweepError(f"--set {item!r}: empty value in the list")
-            value = _set_value(part, item)
-            if fmt_extra(value) not in seen:  # 1 and 1.0 are one value
-                seen.append(fmt_extra(value))
-                values.append(value)
-        specs.append(SetSpec(key, tuple(values)))
-    return tuple(specs)
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One training run of the sweep."""
-
-    loss: str  # BASELINE, or an fl_loss name
-    gamma: Optional[float]
-    alpha: Optional[float]
-    seed: int
-    origin: str = "grid"  # "grid" | "baseline" | "sampled"
-    extras: Extras = ()  # the --set values as (key, value) pairs; always empty for the baseline
+    loss: str
 
     @property
     def is_baseline(self) -> bool:
         return self.loss == BASELINE
 
     @property
+    def is_stock(self) -> bool:
+        return self.loss == STOCK
+
+    @property
+    def is_reference(self) -> bool:
+        """A baseline or the stock unit: BCE, no Optuna params, not a setting under test."""
+        return self.is_baseline or self.is_stock
+
+
+@dataclass(frozen=True)
+class Unit(References):
+    """One training run of the sweep."""
+
+    loss: str  # BASELINE, STOCK, or an fl_loss name
+    gamma: Optional[float]
+    alpha: Optional[float]
+    seed: int
+    origin: str = "grid"  # "grid" | "baseline" | "stock" | "sampled"
+    extras: Extras = ()  # the --set values as (key, value) pairs; a baseline's: its non-fl_* ones; stock: none
+
+    @property
     def setting(self) -> str:
         """The (loss, gamma, alpha, --set values) part of the key: what the report groups seeds by."""
-        if self.is_baseline:
-            return BASELINE
+        if self.is_reference:  # "baseline" without --set: the same key as before matched baselines
+            return self.loss + _extras_text(self.extras, "|")
         return f"{self.loss}|g={fmt_value(self.gamma)}|a={fmt_value(self.alpha)}" + _extras_text(self.extras, "|")
 
     @property
@@ -310,9 +142,9 @@ class Unit:
     @property
     def slug(self) -> str:
         """File-name friendly form for run directories."""
-        if self.is_baseline:
-            return f"baseline-s{self.seed}"
         extras = "".join(f"-{_slug_text(k)}={_slug_text(fmt_extra(v))}" for k, v in self.extras)
+        if self.is_reference:
+            return f"{self.loss}{extras}-s{self.seed}"
         return f"{self.loss}-g{fmt_value(self.gamma)}-a{fmt_value(self.alpha)}{extras}-s{self.seed}"
 
     def with_seed(self, seed: int) -> "Unit":
@@ -320,8 +152,8 @@ class Unit:
         return replace(self, seed=seed)
 
     def params(self) -> Dict[str, Any]:
-        """The Optuna params of this unit (the baseline has none: samplers ignore it)."""
-        if self.is_baseline:
+        """The Optuna params of this unit (baselines and stock have none: samplers ignore them)."""
+        if self.is_reference:
             return {}
         out: Dict[str, Any] = {"fl_loss": self.loss, "fl_gamma": float(self.gamma or 0.0)}
         if self.alpha is not None:
@@ -329,16 +161,22 @@ class Unit:
         out.update(self.extras)
         return out
 
-    def hyp(self, base: Mapping[str, Any]) -> Dict[str, Any]:
-        """The hyp dict this unit trains with, built from the user's hyp."""
-        hyp = {k: v for k, v in base.items()}
+    def hyp(self, base: Mapping[str, Any], stock: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        """The hyp dict this unit trains with, built from the user's hyp (``stock``: YOLOv5's stock hyp).
+
+        A baseline is BCE with the base hyp's non-fl values and its own (non-fl) ``--set`` values;
+        the stock unit is BCE with ``stock``'s values (``ValueError`` without it). Neither has an
+        ``fl_*`` key but ``fl_gamma: 0``, so the plugin keeps YOLOv5's own criteria bit for bit.
+        """
+        if self.is_stock:
+            if stock is None:
+                raise ValueError("the stock unit's hyp needs YOLOv5's stock hyp (the plan's stock_hyp)")
+            return _reference_hyp(stock)
         if self.is_baseline:
-            # stock YOLOv5: no fl_* key but fl_gamma 0 (YOLOv5 itself requires fl_gamma); no --set
-            # value either, so every setting is compared with the user's own stock hyp
-            for k in [k for k in hyp if isinstance(k, str) and k.startswith("fl_")]:
-                del hyp[k]
-            hyp["fl_gamma"] = 0.0
+            hyp = _reference_hyp(base)
+            hyp.update(self.extras)
             return hyp
+        hyp = {k: v for k, v in base.items()}
         hyp["fl_loss"] = self.loss
         hyp["fl_gamma"] = float(self.gamma or 0.0)
         if self.alpha is not None:
@@ -368,15 +206,17 @@ class Unit:
         )
 
     def describe(self) -> str:
-        if self.is_baseline:
-            return f"baseline (stock BCE) seed={self.seed}"
         extras = _extras_text(self.extras, " ")
+        if self.is_baseline:
+            return f"baseline (BCE){extras} seed={self.seed}"
+        if self.is_stock:
+            return f"stock YOLOv5 (BCE, hyp.scratch-low.yaml) seed={self.seed}"
         return f"{self.loss} gamma={fmt_value(self.gamma)} alpha={fmt_value(self.alpha)}{extras} seed={self.seed}"
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Losses x gamma x alpha x --set values (grid or sampled) x seeds, plus the baseline."""
+    """Losses x gamma x alpha x --set values (grid or sampled) x seeds, plus the baselines (and stock)."""
 
     sampler: str
     losses: Tuple[str, ...]
@@ -385,6 +225,8 @@ class SearchSpace:
     seeds: Tuple[int, ...]
     trials: Optional[int] = None  # sampled sweeps: number of sampled settings (each x seeds)
     extras: Tuple[SetSpec, ...] = ()  # --set KEY=V1,V2,...: one categorical dimension each
+    baseline: str = MATCHED  # the baseline rule; UNMATCHED only for studies created before #12
+    stock: bool = False  # one stock-YOLOv5 unit per seed (see needs_stock)
 
     @classmethod
     def build(
@@ -435,7 +277,7 @@ class SearchSpace:
         bound: List[SetSpec] = []
         for spec in self.extras:
             if spec.key not in base:
-                if not spec.key.startswith("fl_"):
+                if not is_fl_key(spec.key):
                     raise SweepError(f"--set {spec.key}: not a key of {hyp_name} (only its keys and the plugin's fl_* keys can be swept)")
                 bound.append(spec)
                 continue
@@ -458,8 +300,35 @@ class SearchSpace:
         keys = [s.key for s in self.extras]
         return [tuple(zip(keys, combo)) for combo in itertools.product(*(s.values for s in self.extras))]
 
+    def baseline_extras(self, extras: Extras) -> Extras:
+        """The --set values of the baseline a setting with ``extras`` is compared with: THE baseline rule.
+
+        Matched: the setting's non-``fl_*`` values (``fl_*`` keys such as ``fl_apply`` belong to the
+        focal side and make no other baseline). Unmatched (studies made before #12): none.
+        """
+        if self.baseline != MATCHED:
+            return ()
+        return tuple((k, v) for k, v in extras if not is_fl_key(k))
+
+    def baseline_combos(self) -> List[Extras]:
+        """The --set values of every baseline, in grid order, each once (``[()]`` without non-fl --set)."""
+        return list(dict.fromkeys(self.baseline_extras(extras) for extras in self.extra_combos()))
+
     def baseline_units(self) -> List[Unit]:
-        return [Unit(BASELINE, None, None, s, "baseline") for s in self.seeds]
+        """Every reference unit, seed-major: the baselines of each seed, then its stock unit (if planned)."""
+        units: List[Unit] = []
+        for s in self.seeds:
+            units += [Unit(BASELINE, None, None, s, "baseline", extras) for extras in self.baseline_combos()]
+            if self.stock:
+                units.append(Unit(STOCK, None, None, s, "stock"))
+        return units
+
+    def needs_stock(self, base: Mapping[str, Any], stock: Mapping[str, Any]) -> bool:
+        """True when some baseline would train other non-fl values than YOLOv5's stock hyp (gains from
+        ``--set`` or from the base hyp): only then does a stock unit add a second reference."""
+        reference = Unit(STOCK, None, None, 0, "stock").hyp(base, stock)
+        return any(Unit(BASELINE, None, None, 0, "baseline", extras).hyp(base) != reference
+                   for extras in self.baseline_combos())
 
     def _settings(self) -> List[Tuple[str, Optional[float], Optional[float], Extras]]:
         settings: List[Tuple[str, Optional[float], Optional[float], Extras]] = []
@@ -480,13 +349,13 @@ class SearchSpace:
         return [Unit(loss, g, a, s, "grid", extras) for s in self.seeds for (loss, g, a, extras) in self._settings()]
 
     def planned_units(self) -> List[Unit]:
-        """Units known before the sweep starts: baseline first, then the grid (sampled: baseline only)."""
+        """Units known before the sweep starts: baselines (and stock) first, then the grid (sampled: those only)."""
         return self.baseline_units() + self.grid_units()
 
     def total_units(self) -> int:
         if self.is_grid:
             return len(self.planned_units())
-        return len(self.seeds) * (1 + int(self.trials or 0))
+        return len(self.baseline_units()) + len(self.seeds) * int(self.trials or 0)
 
     # ------------------------------------------------------------------ Optuna distributions
 
@@ -530,7 +399,7 @@ class SearchSpace:
 
     def fix_params(self, trial: Any, unit: Unit) -> None:
         """Record an enqueued unit's params on its trial with the study's distributions."""
-        if unit.is_baseline:
+        if unit.is_reference:
             return
         trial.suggest_categorical("fl_loss", list(self.losses))
         if unit.loss != "bce":
@@ -553,10 +422,17 @@ class SearchSpace:
         }
         if self.extras:  # absent without --set: studies created before --set compare equal
             data["set"] = [spec.to_json() for spec in self.extras]
+        if any(not is_fl_key(spec.key) for spec in self.extras):
+            # only where the rules differ: a study made before #12 without non-fl --set resumes as it was
+            data["baseline"] = self.baseline
+        if self.stock:
+            data["stock"] = True
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], trials: Optional[int] = None) -> "SearchSpace":
+        sets = data.get("set") or ()
+        legacy = UNMATCHED if any(not is_fl_key(s["key"]) for s in sets) else MATCHED  # made before #12
         return cls(
             sampler=str(data["sampler"]),
             losses=tuple(data["losses"]),
@@ -564,7 +440,9 @@ class SearchSpace:
             alpha=ValueSpec.from_json(data["alpha"]),
             seeds=tuple(int(s) for s in data["seeds"]),
             trials=trials,
-            extras=tuple(SetSpec.from_json(s) for s in data.get("set") or ()),
+            extras=tuple(SetSpec.from_json(s) for s in sets),
+            baseline=str(data.get("baseline") or legacy),
+            stock=bool(data.get("stock", False)),
         )
 
     def describe(self) -> str:
@@ -573,6 +451,8 @@ class SearchSpace:
             f"sampler={self.sampler} loss={','.join(self.losses)} gamma={self.gamma.describe()} "
             f"alpha={self.alpha.describe()}{sets} seeds={len(self.seeds)}"
         )
+        if self.stock:
+            text += " stock=yes"
         if not self.is_grid:
             text += f" trials={self.trials}"
         return text

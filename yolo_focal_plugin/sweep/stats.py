@@ -10,7 +10,10 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-__all__ = ["mean", "std", "WelchResult", "welch"]
+__all__ = ["mean", "std", "WelchResult", "welch", "SIGNIFICANCE"]
+
+# the sweep report's level: "significant" means two-sided p below this (report, table, heatmap marks)
+SIGNIFICANCE = 0.05
 
 
 def mean(values: Sequence[float]) -> float:

@@ -165,9 +165,10 @@ class Plan:
     base_hyp: Dict[str, Any]
     trials: Optional[int] = None
     created: Dict[str, Any] = field(default_factory=dict)
+    stock_hyp: Dict[str, Any] = field(default_factory=dict)  # YOLOv5's hyp.scratch-low.yaml, when stock units are planned
 
     def to_json(self) -> Dict[str, Any]:
-        return {
+        data = {
             "format": PLAN_FORMAT,
             "space": self.space,
             "settings": self.settings,
@@ -175,6 +176,9 @@ class Plan:
             "trials": self.trials,
             "created": self.created,
         }
+        if self.stock_hyp:  # absent without stock units: plans made before them keep their form
+            data["stock_hyp"] = self.stock_hyp
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Plan":
@@ -184,10 +188,15 @@ class Plan:
             base_hyp=dict(data.get("base_hyp") or {}),
             trials=data.get("trials"),
             created=dict(data.get("created") or {}),
+            stock_hyp=dict(data.get("stock_hyp") or {}),
         )
 
     def search_space(self) -> SearchSpace:
         return SearchSpace.from_json(self.space, trials=self.trials)
+
+    def unit_hyp(self, unit: Unit) -> Dict[str, Any]:
+        """The hyp ``unit`` trains with in this study (the stock unit's comes from ``stock_hyp``)."""
+        return unit.hyp(self.base_hyp, self.stock_hyp or None)
 
 
 def _short(value: Any) -> str:
@@ -196,9 +205,13 @@ def _short(value: Any) -> str:
 
 
 # informative only: paths may differ between machines (the hyp's contents are compared)
-UNCOMPARED_SETTINGS = ("hyp_file", "runs_dir", "data", "cfg", "weights")
+UNCOMPARED_SETTINGS = ("hyp_file", "runs_dir", "data", "cfg", "weights", "stock_reference")
 # search-space entries a plan leaves out when unused (studies made before they existed lack them)
-SPACE_DEFAULTS: Dict[str, Any] = {"set": []}
+SPACE_DEFAULTS: Dict[str, Any] = {"set": [], "stock": False}
+
+
+def _stock_text(value: Any) -> str:
+    return "a stock YOLOv5 reference unit" if value else "no stock YOLOv5 reference unit"
 
 
 def _sets_text(sets: Any) -> str:
@@ -221,10 +234,23 @@ def plan_differences(stored: Plan, new: Plan) -> List[str]:
                     old, now = _sets_text(old), _sets_text(now)
                     diffs.append(f"{section} '--set': study has {old}, this command has {now}")
                     continue
+                if section == "search space" and key == "baseline":  # only studies made before #12 lack it
+                    diffs.append(f"search space 'baseline': study has {old or 'unmatched'} baselines (made before "
+                                 f"matched baselines, #12: its baseline ignored --set), this command has {now}; "
+                                 f"`yolo-focal report` still reads it, a new --study trains matched baselines")
+                    continue
+                if section == "search space" and key == "stock":
+                    hint = "add --no-stock to resume it" if now else "drop --no-stock to resume it"
+                    diffs.append(f"search space 'stock': study has {_stock_text(old)}, this command has "
+                                 f"{_stock_text(now)}; {hint}")
+                    continue
                 diffs.append(f"{section} '{key}': study has {_short(old)}, this command has {_short(now)}")
     if stored.base_hyp != new.base_hyp:
         keys = sorted(k for k in set(stored.base_hyp) | set(new.base_hyp) if stored.base_hyp.get(k) != new.base_hyp.get(k))
         diffs.append(f"hyp differs in {', '.join(map(str, keys))}")
+    if stored.stock_hyp and new.stock_hyp and stored.stock_hyp != new.stock_hyp:
+        keys = sorted(k for k in set(stored.stock_hyp) | set(new.stock_hyp) if stored.stock_hyp.get(k) != new.stock_hyp.get(k))
+        diffs.append(f"YOLOv5's stock hyp (hyp.scratch-low.yaml) differs in {', '.join(map(str, keys))}")
     return diffs
 
 
