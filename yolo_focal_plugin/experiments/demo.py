@@ -25,8 +25,8 @@ from ..run_results import RESULTS_FILE, read_results_csv
 from ..yolo_yaml import read_yaml_mapping
 from .synth import SynthConfig, generate, generated_dataset
 
-__all__ = ["DemoSetting", "DEFAULT_SETTINGS", "EXPECTED_ORDER", "ORDER_METRICS", "OrderBreak", "ordering_breaks",
-           "seeds_table", "run_demo", "run_demo_seeds", "demo_dataset"]
+__all__ = ["DemoSetting", "DEFAULT_SETTINGS", "EXPECTED_ORDER", "ROBUST_PAIRS", "ORDER_METRICS", "OrderBreak",
+           "order_pairs", "ordering_breaks", "seeds_table", "run_demo", "run_demo_seeds", "demo_dataset"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,11 @@ DEFAULT_SETTINGS = (
 # 0.247 / 0.023 / 0.202 on an Intel Xeon where the README had 0.435 / 0.092 / 0.271 on an AMD EPYC,
 # same command and seed), so the ordering is the claim the demo checks, and it says when a seed breaks it.
 EXPECTED_ORDER: Tuple[str, ...] = ("bce", "plugin_varifocal", "yolov5_focal")
+# The part of that order the evidence finds beyond seed noise: YOLOv5's focal setting far below both
+# (longtail64: 0.161 ± 0.017 mAP50-95 vs BCE 0.307 ± 0.022, varifocal 0.282 ± 0.032). BCE vs
+# varifocal was within noise (p 0.33), and one demo seed can put varifocal first, as seed 1 did on
+# mAP50 in the README's two-seed demo run; the demo reports both checks, this one as what to expect.
+ROBUST_PAIRS: Tuple[Tuple[str, str], ...] = (("bce", "yolov5_focal"), ("plugin_varifocal", "yolov5_focal"))
 # metrics the ordering is checked on: compare's keys of a run's best epoch
 ORDER_METRICS: Tuple[str, ...] = ("mAP50", "mAP50-95")
 
@@ -207,7 +212,7 @@ def _short(setting: DemoSetting) -> str:
 
 @dataclass(frozen=True)
 class OrderBreak:
-    """One place where a seed contradicts ``EXPECTED_ORDER``: ``higher`` should have beaten ``lower`` on ``metric``."""
+    """One place where a seed contradicts an expected order: ``higher`` should have beaten ``lower`` on ``metric``."""
     seed: int
     metric: str
     higher: DemoSetting
@@ -220,23 +225,29 @@ class OrderBreak:
                 f"{_short(self.lower)} {self.lower_value:.3f}")
 
 
-def ordering_breaks(settings: Sequence[DemoSetting], best_by_seed: Mapping[int, Sequence[Mapping[str, float]]],
-                    expected_order: Sequence[str] = EXPECTED_ORDER,
-                    metrics: Sequence[str] = ORDER_METRICS) -> Optional[List[OrderBreak]]:
-    """Every (seed, metric, adjacent pair) where the best-epoch values are not strictly in ``expected_order``.
+def order_pairs(order: Sequence[str]) -> List[Tuple[str, str]]:
+    """``("a", "b", "c")`` -> ``[("a", "b"), ("b", "c")]``: a best-first order as (higher, lower) pairs."""
+    return list(zip(order, order[1:]))
 
-    ``best_by_seed[seed][i]`` is the best epoch's metrics of ``settings[i]`` (compare's ``run["best"]``).
-    Settings of ``expected_order`` that were not trained are skipped; None when fewer than two
-    remain (nothing to order). A tie or a NaN counts as a break: neither is "better".
+
+def ordering_breaks(settings: Sequence[DemoSetting], best_by_seed: Mapping[int, Sequence[Mapping[str, float]]],
+                    pairs: Sequence[Tuple[str, str]] = tuple(order_pairs(EXPECTED_ORDER)),
+                    metrics: Sequence[str] = ORDER_METRICS) -> Optional[List[OrderBreak]]:
+    """Every (seed, metric, pair) where the pair's ``higher`` setting's best-epoch value is not above ``lower``'s.
+
+    ``best_by_seed[seed][i]`` is the best epoch's metrics of ``settings[i]`` (compare's ``run["best"]``);
+    ``pairs`` are (higher, lower) setting names. Pairs naming a setting that was not trained are
+    skipped; None when no pair is left (nothing to check). A tie or a NaN counts as a break:
+    neither is "better".
     """
     position = {s.name: i for i, s in enumerate(settings)}
-    ranked = [position[name] for name in expected_order if name in position]
-    if len(ranked) < 2:
+    checked = [(position[hi], position[lo]) for hi, lo in pairs if hi in position and lo in position]
+    if not checked:
         return None
     breaks: List[OrderBreak] = []
     for seed, bests in best_by_seed.items():
         for metric in metrics:
-            for hi, lo in zip(ranked, ranked[1:]):
+            for hi, lo in checked:
                 a, b = bests[hi][metric], bests[lo][metric]
                 if not a > b:  # written this way so that NaN breaks the order too
                     breaks.append(OrderBreak(seed, metric, settings[hi], settings[lo], a, b))
@@ -250,10 +261,11 @@ def _ranks(values: Sequence[float]) -> List[int]:
 
 
 def seeds_table(settings: Sequence[DemoSetting], best_by_seed: Mapping[int, Sequence[Mapping[str, float]]],
-                expected_order: Sequence[str] = EXPECTED_ORDER, epochs: Optional[int] = None) -> str:
+                expected_order: Sequence[str] = EXPECTED_ORDER, robust_pairs: Sequence[Tuple[str, str]] = ROBUST_PAIRS,
+                epochs: Optional[int] = None) -> str:
     """Markdown: one row per setting, best mAP50 and mAP50-95 of each seed side by side, their mean and
-    the setting's place in each seed; below it, whether ``expected_order`` held in every seed and a
-    note that exact figures vary by machine.
+    the setting's place in each seed; below it, whether ``expected_order`` held in every seed, whether
+    its ``robust_pairs`` (the part beyond seed noise) did, and a note that exact figures vary by machine.
 
     ``best_by_seed[seed][i]`` holds ``settings[i]``'s best-epoch ``mAP50`` and ``mAP50-95``.
     """
@@ -282,20 +294,35 @@ def seeds_table(settings: Sequence[DemoSetting], best_by_seed: Mapping[int, Sequ
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Best epoch: the one yolov5's best.pt comes from (fitness 0.1 mAP50 + 0.9 mAP50-95). "
               "Place: 1 = highest best mAP50-95 in that seed; mAP50's place in brackets where it differs."]
-    breaks = ordering_breaks(settings, best_by_seed, expected_order)
-    if breaks is not None:
-        by_name = {s.name: s for s in settings}
-        order = " > ".join(_short(by_name[n]) for n in expected_order if n in by_name)
-        claim = f"Expected ordering {order} (best mAP50 and best mAP50-95):"
+    by_name = {s.name: s for s in settings}
+
+    def verdict(claim: str, breaks: Optional[List[OrderBreak]]) -> None:
+        """Append whether ``claim`` held in every seed; nothing when it names settings not trained here."""
+        if breaks is None:
+            return
         if breaks:
             lines.append(f"{claim} did NOT hold in every seed: " + "; ".join(b.describe() for b in breaks) + ".")
         elif several:
             lines.append(f"{claim} held in every seed ({', '.join(str(seed) for seed in seeds)}).")
         else:
             lines.append(f"{claim} held in seed {seeds[0]} (one seed only: --seeds 0,1 shows whether it repeats).")
+
+    metrics = " and ".join(f"best {m}" for m in ORDER_METRICS)
+    # the claim first: the pairs the evidence separates beyond seed noise, then the full order of its means
+    robust = [(hi, lo) for hi, lo in robust_pairs if hi in by_name and lo in by_name]
+    if robust:
+        pairs_text = " and ".join(f"{_short(by_name[hi])} > {_short(by_name[lo])}" for hi, lo in robust)
+        verdict(f"Expected (beyond seed noise in the README's 3-seed evidence): {pairs_text}, on {metrics}:",
+                ordering_breaks(settings, best_by_seed, robust))
+    present = [n for n in expected_order if n in by_name]
+    if len(present) > 1:
+        verdict(f"Full order of the evidence's means, {' > '.join(_short(by_name[n]) for n in present)}:",
+                ordering_breaks(settings, best_by_seed, order_pairs(present)))
+        if robust:
+            lines.append("Its other steps were within seed noise in the evidence, so they can flip from one seed to the next.")
     span = f"{epochs} epochs" if epochs else "a few epochs"
     lines.append(f"Exact figures vary by machine: {span} from scratch are the steep part of the learning curve and "
                  "float summation differs between CPUs and torch builds, so the same command and seed give other "
-                 "numbers elsewhere. The ordering is what to expect; `yolo-focal demo --evidence` (3 seeds, "
-                 "two datasets, 50-60 epochs) is the evidence.")
+                 "numbers elsewhere. What to expect is the order, not the figures; `yolo-focal demo --evidence` "
+                 "(3 seeds, two datasets, 50-60 epochs) is the evidence.")
     return "\n".join(lines) + "\n"

@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence
 
-from .demo import DEFAULT_SETTINGS, EXPECTED_ORDER, demo_dataset, ordering_breaks, run_demo, run_demo_seeds, seeds_table
+from .demo import (DEFAULT_SETTINGS, EXPECTED_ORDER, ROBUST_PAIRS, demo_dataset, ordering_breaks, run_demo, run_demo_seeds,
+                   seeds_table)
 
 __all__ = ["add_arguments", "parse_seeds", "run_from_args", "run_seeds_demo"]
 
@@ -118,6 +119,7 @@ def run_seeds_demo(out: Path, seeds: Sequence[int], epochs: int, img: int, batch
     markdown = seeds_table(DEFAULT_SETTINGS, best_by_seed, epochs=epochs)
     (out / "demo.md").write_text(markdown)
     breaks = ordering_breaks(DEFAULT_SETTINGS, best_by_seed)
+    robust_breaks = ordering_breaks(DEFAULT_SETTINGS, best_by_seed, ROBUST_PAIRS)
     (out / "demo.json").write_text(json.dumps({
         "epochs": epochs, "img": img, "seeds": list(seeds),
         "settings": [{"name": s.name, "label": s.label,
@@ -126,6 +128,9 @@ def run_seeds_demo(out: Path, seeds: Sequence[int], epochs: int, img: int, batch
         "expected_order": list(EXPECTED_ORDER),
         "ordering_held": None if breaks is None else not breaks,
         "ordering_breaks": [b.describe() for b in breaks or []],
+        "robust_pairs": [list(pair) for pair in ROBUST_PAIRS],
+        "robust_held": None if robust_breaks is None else not robust_breaks,
+        "robust_breaks": [b.describe() for b in robust_breaks or []],
     }, indent=2, allow_nan=True))
     files += [str(out / "demo.md"), str(out / "demo.json")]
     return markdown + "\nwrote " + ", ".join(files)
