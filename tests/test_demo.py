@@ -9,7 +9,10 @@ import pytest
 import yaml
 
 from conftest import TINY
-from yolo_focal_plugin.experiments.demo import DEFAULT_SETTINGS, DemoSetting, finished_run, run_demo, run_demo_seeds, write_hyp
+from yolo_focal_plugin.experiments import demo_command
+from yolo_focal_plugin.experiments.demo import (DEFAULT_SETTINGS, EXPECTED_ORDER, ROBUST_PAIRS, DemoSetting, finished_run,
+                                                order_pairs, ordering_breaks, run_demo, run_demo_seeds, seeds_table,
+                                                write_hyp)
 from yolo_focal_plugin.experiments.evidence import (EVIDENCE_DATASETS, EVIDENCE_SETTINGS, Row, first_nan_epoch, plot_evidence,
                                         run_evidence, select_settings, summarise)
 
@@ -118,6 +121,135 @@ def test_evidence_plot_is_a_real_png(tmp_path):
             Row(DemoSetting("f", "focal", {}), [0.20, 0.22, 0.24], [0.3] * 3, {"a": [0.4] * 3, "b": [0.2] * 3})]
     path = plot_evidence(rows, tmp_path / "e.png", title="t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def _best(*pairs):
+    """Per-setting best metrics in DEFAULT_SETTINGS order (bce, yolov5_focal, plugin_varifocal): (mAP50, mAP50-95)."""
+    return [{"mAP50": m50, "mAP50-95": m} for m50, m in pairs]
+
+
+# the README's order, in DEFAULT_SETTINGS order: BCE first, YOLOv5 focal last, varifocal between
+HELD = {0: _best((0.435, 0.228), (0.092, 0.043), (0.271, 0.154)),
+        1: _best((0.410, 0.200), (0.060, 0.030), (0.250, 0.150))}
+
+
+ROBUST = ("Expected (beyond seed noise in the README's 3-seed evidence): BCE > YOLOv5 focal setting and "
+          "plugin hyp.varifocal.yaml > YOLOv5 focal setting, on best mAP50 and best mAP50-95:")
+FULL = "Full order of the evidence's means, BCE > plugin hyp.varifocal.yaml > YOLOv5 focal setting:"
+
+
+def test_expected_order_names_the_demo_settings():
+    assert sorted(EXPECTED_ORDER) == sorted(s.name for s in DEFAULT_SETTINGS)
+    assert EXPECTED_ORDER[0] == DEFAULT_SETTINGS[0].name == "bce"
+    # the robust pairs are a part of the full order, not a different claim
+    full = {(EXPECTED_ORDER[i], EXPECTED_ORDER[j]) for i in range(3) for j in range(i + 1, 3)}
+    assert set(ROBUST_PAIRS) < full
+    assert order_pairs(("a", "b", "c")) == [("a", "b"), ("b", "c")]
+
+
+def test_seeds_table_puts_seeds_side_by_side_with_their_mean_and_says_the_order_held():
+    text = seeds_table(DEFAULT_SETTINGS, HELD, epochs=30)
+    lines = text.splitlines()
+    assert lines[0] == ("| setting | best mAP50 seed 0 | best mAP50 seed 1 | mAP50 mean | best mAP50-95 seed 0 "
+                        "| best mAP50-95 seed 1 | mAP50-95 mean | place seed 0 | place seed 1 |")
+    # means by hand: (0.228 + 0.200) / 2 = 0.214; (0.435 + 0.410) / 2 = 0.4225, which as a float lies just
+    # below 0.4225 and prints as 0.422
+    assert "| BCE (stock YOLOv5, fl_gamma 0) | 0.435 | 0.410 | 0.422 | 0.228 | 0.200 | 0.214 | 1 | 1 |" in lines
+    assert "| YOLOv5 focal setting (fl_gamma 1.5 only) | 0.092 | 0.060 | 0.076 | 0.043 | 0.030 | 0.036 | 3 | 3 |" in lines
+    assert "| plugin hyp.varifocal.yaml (objectness only) | 0.271 | 0.250 | 0.261 | 0.154 | 0.150 | 0.152 | 2 | 2 |" in lines
+    assert f"{ROBUST} held in every seed (0, 1)." in lines and f"{FULL} held in every seed (0, 1)." in lines
+    assert "did NOT" not in text
+    assert "Exact figures vary by machine: 30 epochs" in text and "What to expect is the order, not the figures" in text
+    assert ordering_breaks(DEFAULT_SETTINGS, HELD) == [] == ordering_breaks(DEFAULT_SETTINGS, HELD, ROBUST_PAIRS)
+
+
+def test_seeds_table_says_when_one_seed_breaks_the_order():
+    # seed 1: YOLOv5 focal beats varifocal on mAP50 (0.30 > 0.25) but not on mAP50-95: both claims break
+    broken = {0: HELD[0], 1: _best((0.40, 0.20), (0.30, 0.15), (0.25, 0.16))}
+    text = seeds_table(DEFAULT_SETTINGS, broken, epochs=30)
+    assert "held in every seed" not in text
+    why = "did NOT hold in every seed: seed 1, mAP50: plugin hyp.varifocal.yaml 0.250 is not above YOLOv5 focal setting 0.300."
+    assert f"{ROBUST} {why}" in text and f"{FULL} {why}" in text
+    # places follow mAP50-95; mAP50's differing place is shown beside it
+    assert "| YOLOv5 focal setting (fl_gamma 1.5 only) | 0.092 | 0.300 | 0.196 | 0.043 | 0.150 | 0.097 | 3 | 3 (mAP50: 2) |" in text
+    (only,) = ordering_breaks(DEFAULT_SETTINGS, broken)
+    assert (only.seed, only.metric, only.higher.name, only.lower.name) == (1, "mAP50", "plugin_varifocal", "yolov5_focal")
+
+
+def test_varifocal_ahead_of_bce_in_one_seed_breaks_only_the_full_order():
+    """What the README's two-seed run showed: BCE and varifocal swap on mAP50 in seed 1 (within seed noise
+    in the evidence); YOLOv5 focal stays last, so the expected part holds and the full order does not."""
+    swapped = {0: HELD[0], 1: _best((0.314, 0.171), (0.035, 0.015), (0.337, 0.169))}
+    text = seeds_table(DEFAULT_SETTINGS, swapped, epochs=30)
+    assert f"{ROBUST} held in every seed (0, 1)." in text
+    assert f"{FULL} did NOT hold in every seed: seed 1, mAP50: BCE 0.314 is not above plugin hyp.varifocal.yaml 0.337." in text
+    assert "can flip from one seed to the next" in text
+    assert "| BCE (stock YOLOv5, fl_gamma 0) | 0.435 | 0.314 | 0.374 | 0.228 | 0.171 | 0.200 | 1 | 1 (mAP50: 2) |" in text
+
+
+def test_ties_and_nan_break_the_order_and_bce_losing_is_reported():
+    tie = {0: _best((0.30, 0.15), (0.10, 0.05), (0.30, 0.10))}  # varifocal ties BCE on mAP50
+    assert [(b.metric, b.higher.name) for b in ordering_breaks(DEFAULT_SETTINGS, tie)] == [("mAP50", "bce")]
+    nan = {0: _best((0.30, 0.15), (float("nan"), float("nan")), (0.20, 0.10))}
+    assert len(ordering_breaks(DEFAULT_SETTINGS, nan)) == 2  # varifocal > NaN is not "held"
+    assert "| YOLOv5 focal setting (fl_gamma 1.5 only) | nan | nan | 3 |" in seeds_table(DEFAULT_SETTINGS, nan)
+    bce_loses = {0: _best((0.20, 0.10), (0.10, 0.05), (0.30, 0.15)), 1: HELD[1]}
+    text = seeds_table(DEFAULT_SETTINGS, bce_loses)
+    assert f"{FULL} did NOT hold in every seed: seed 0, mAP50: BCE 0.200 is not above plugin hyp.varifocal.yaml 0.300; " \
+           "seed 0, mAP50-95: BCE 0.100 is not above plugin hyp.varifocal.yaml 0.150." in text
+    assert f"{ROBUST} held in every seed (0, 1)." in text
+
+
+def test_one_seed_table_has_no_mean_and_says_it_is_one_seed():
+    text = seeds_table(DEFAULT_SETTINGS, {7: HELD[0]}, epochs=30)
+    assert text.splitlines()[0] == "| setting | best mAP50 seed 7 | best mAP50-95 seed 7 | place seed 7 |"
+    assert f"{ROBUST} held in seed 7 (one seed only: --seeds 0,1 shows whether it repeats)." in text
+    # settings without the expected ones (a test's subset): no ordering sentence, the note on figures stays
+    other = (DemoSetting("a", "A", {}), DemoSetting("b", "B", {}))
+    text = seeds_table(other, {0: _best((0.1, 0.1), (0.2, 0.2))})
+    assert "Expected" not in text and "Full order" not in text and "Exact figures vary by machine" in text
+    assert ordering_breaks(other, {0: _best((0.1, 0.1), (0.2, 0.2))}) is None
+    with pytest.raises(ValueError, match="seed 0: 2 results for 3 settings"):
+        seeds_table(DEFAULT_SETTINGS, {0: HELD[0][:2]})
+
+
+def test_demo_command_seeds_default_and_compatibility(tmp_path, monkeypatch):
+    """Default: --seeds 0,1 on one dataset, per-seed compare files plus demo.{md,json}; --seed N: the old layout."""
+    from test_compare import write_run
+
+    parser = __import__("argparse").ArgumentParser()
+    demo_command.add_arguments(parser)
+    calls = []
+
+    def fake_seeds(out, seeds, epochs, batch, data_cfg, settings, parallel=2, reuse=False, per_seed_dirs=True):
+        calls.append((list(seeds), epochs, data_cfg.seed))
+        dirs = {}
+        for seed in seeds:
+            dirs[seed] = [write_run(out / f"seed{seed}" / "runs" / s.name, [(0.5, 0.5, b["mAP50"], b["mAP50-95"])])
+                          for s, b in zip(settings, HELD[seed])]
+        return dirs
+
+    monkeypatch.setattr(demo_command, "run_demo_seeds", fake_seeds)
+    assert demo_command.run_from_args(parser.parse_args(["--out", str(tmp_path)])) == 0
+    assert calls == [([0, 1], 30, 100)]  # both seeds train on the seed-0 demo's data
+    for seed in (0, 1):
+        assert (tmp_path / f"seed{seed}" / "compare_map.png").stat().st_size > 10_000
+    assert f"{ROBUST} held in every seed (0, 1)." in (tmp_path / "demo.md").read_text()
+    saved = __import__("json").loads((tmp_path / "demo.json").read_text())
+    assert saved["ordering_held"] is True and saved["robust_held"] is True
+    assert saved["settings"][1]["best"]["1"]["mAP50"] == pytest.approx(0.060)
+
+    single = []
+    monkeypatch.setattr(demo_command, "run_demo", lambda out, **kw: single.append(kw) or fake_seeds(
+        Path(out), [kw["seed"]], kw["epochs"], 32, demo_command.demo_dataset(64, kw["seed"]), DEFAULT_SETTINGS)[kw["seed"]])
+    assert demo_command.run_from_args(parser.parse_args(["--out", str(tmp_path / "one"), "--seed", "1"])) == 0
+    assert single[0]["seed"] == 1 and (tmp_path / "one" / "compare.md").is_file()
+    with pytest.raises(ValueError, match="not both"):
+        demo_command.run_from_args(parser.parse_args(["--seed", "1", "--seeds", "0,1"]))
+    with pytest.raises(ValueError, match="twice"):
+        demo_command.parse_seeds("0,0")
+    with pytest.raises(ValueError, match="integers"):
+        demo_command.parse_seeds("0,a")
 
 
 @pytest.mark.slow

@@ -1,20 +1,22 @@
 """``yolo-focal demo``: BCE vs YOLOv5's focal setting vs the plugin's varifocal hyp, on generated data.
 
 Generates a long-tailed synthetic dataset (no downloads), trains yolov5n from scratch once per
-setting with the same seed (a real ``python -m yolov5.train`` subprocess each, the plugin active
-through its start-up hook), then prints a table of final/best metrics and writes a PNG of mAP per
+setting and training seed (a real ``python -m yolov5.train`` subprocess each, the plugin active
+through its start-up hook), then prints the seeds side by side with whether the expected ordering
+held in each (``seeds_table``), and writes per seed a ``yolo-focal compare`` table and a PNG of mAP per
 epoch. A few CPU epochs show the mechanics, not a verdict: ``yolo-focal sweep`` with several
 seeds is the tool for a verdict on your own data.
 """
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
@@ -23,7 +25,8 @@ from ..run_results import RESULTS_FILE, read_results_csv
 from ..yolo_yaml import read_yaml_mapping
 from .synth import SynthConfig, generate, generated_dataset
 
-__all__ = ["DemoSetting", "DEFAULT_SETTINGS", "run_demo", "run_demo_seeds"]
+__all__ = ["DemoSetting", "DEFAULT_SETTINGS", "EXPECTED_ORDER", "ROBUST_PAIRS", "ORDER_METRICS", "OrderBreak",
+           "order_pairs", "ordering_breaks", "seeds_table", "run_demo", "run_demo_seeds", "demo_dataset"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,21 @@ DEFAULT_SETTINGS = (
     DemoSetting("yolov5_focal", "YOLOv5 focal setting (fl_gamma 1.5 only)", {"fl_gamma": 1.5}),
     DemoSetting("plugin_varifocal", "plugin hyp.varifocal.yaml (objectness only)", {}, base_hyp="hyp.varifocal.yaml"),
 )
+
+
+# What the demo is expected to show, best first: the order of the means in the README's evidence
+# (3 seeds, both datasets; BCE vs varifocal was within seed noise there, YOLOv5 focal far below).
+# Exact figures after 30 epochs from scratch differ between machines (#12 reports best mAP50
+# 0.247 / 0.023 / 0.202 on an Intel Xeon where the README had 0.435 / 0.092 / 0.271 on an AMD EPYC,
+# same command and seed), so the ordering is the claim the demo checks, and it says when a seed breaks it.
+EXPECTED_ORDER: Tuple[str, ...] = ("bce", "plugin_varifocal", "yolov5_focal")
+# The part of that order the evidence finds beyond seed noise: YOLOv5's focal setting far below both
+# (longtail64: 0.161 ± 0.017 mAP50-95 vs BCE 0.307 ± 0.022, varifocal 0.282 ± 0.032). BCE vs
+# varifocal was within noise (p 0.33), and one demo seed can put varifocal first, as seed 1 did on
+# mAP50 in the README's two-seed demo run; the demo reports both checks, this one as what to expect.
+ROBUST_PAIRS: Tuple[Tuple[str, str], ...] = (("bce", "yolov5_focal"), ("plugin_varifocal", "yolov5_focal"))
+# metrics the ordering is checked on: compare's keys of a run's best epoch
+ORDER_METRICS: Tuple[str, ...] = ("mAP50", "mAP50-95")
 
 
 def _stock_hyp_path() -> Path:
@@ -185,3 +203,126 @@ def run_demo_seeds(
         jobs += seed_jobs
     _train(jobs, epochs, parallel)
     return run_dirs
+
+
+def _short(setting: DemoSetting) -> str:
+    """The label without its parenthesised detail: "YOLOv5 focal setting", for sentences."""
+    return setting.label.split(" (")[0]
+
+
+@dataclass(frozen=True)
+class OrderBreak:
+    """One place where a seed contradicts an expected order: ``higher`` should have beaten ``lower`` on ``metric``."""
+    seed: int
+    metric: str
+    higher: DemoSetting
+    lower: DemoSetting
+    higher_value: float
+    lower_value: float
+
+    def describe(self) -> str:
+        return (f"seed {self.seed}, {self.metric}: {_short(self.higher)} {self.higher_value:.3f} is not above "
+                f"{_short(self.lower)} {self.lower_value:.3f}")
+
+
+def order_pairs(order: Sequence[str]) -> List[Tuple[str, str]]:
+    """``("a", "b", "c")`` -> ``[("a", "b"), ("b", "c")]``: a best-first order as (higher, lower) pairs."""
+    return list(zip(order, order[1:]))
+
+
+def ordering_breaks(settings: Sequence[DemoSetting], best_by_seed: Mapping[int, Sequence[Mapping[str, float]]],
+                    pairs: Sequence[Tuple[str, str]] = tuple(order_pairs(EXPECTED_ORDER)),
+                    metrics: Sequence[str] = ORDER_METRICS) -> Optional[List[OrderBreak]]:
+    """Every (seed, metric, pair) where the pair's ``higher`` setting's best-epoch value is not above ``lower``'s.
+
+    ``best_by_seed[seed][i]`` is the best epoch's metrics of ``settings[i]`` (compare's ``run["best"]``);
+    ``pairs`` are (higher, lower) setting names. Pairs naming a setting that was not trained are
+    skipped; None when no pair is left (nothing to check). A tie or a NaN counts as a break:
+    neither is "better".
+    """
+    position = {s.name: i for i, s in enumerate(settings)}
+    checked = [(position[hi], position[lo]) for hi, lo in pairs if hi in position and lo in position]
+    if not checked:
+        return None
+    breaks: List[OrderBreak] = []
+    for seed, bests in best_by_seed.items():
+        for metric in metrics:
+            for hi, lo in checked:
+                a, b = bests[hi][metric], bests[lo][metric]
+                if not a > b:  # written this way so that NaN breaks the order too
+                    breaks.append(OrderBreak(seed, metric, settings[hi], settings[lo], a, b))
+    return breaks
+
+
+def _ranks(values: Sequence[float]) -> List[int]:
+    """1 = highest; NaN last. Equal values share the better place."""
+    key = [-v if not math.isnan(v) else math.inf for v in values]
+    return [1 + sum(k < mine for k in key) for mine in key]
+
+
+def seeds_table(settings: Sequence[DemoSetting], best_by_seed: Mapping[int, Sequence[Mapping[str, float]]],
+                expected_order: Sequence[str] = EXPECTED_ORDER, robust_pairs: Sequence[Tuple[str, str]] = ROBUST_PAIRS,
+                epochs: Optional[int] = None) -> str:
+    """Markdown: one row per setting, best mAP50 and mAP50-95 of each seed side by side, their mean and
+    the setting's place in each seed; below it, whether ``expected_order`` held in every seed, whether
+    its ``robust_pairs`` (the part beyond seed noise) did, and a note that exact figures vary by machine.
+
+    ``best_by_seed[seed][i]`` holds ``settings[i]``'s best-epoch ``mAP50`` and ``mAP50-95``.
+    """
+    seeds = list(best_by_seed)
+    if not seeds:
+        raise ValueError("no seeds to tabulate")
+    for seed, bests in best_by_seed.items():
+        if len(bests) != len(settings):
+            raise ValueError(f"seed {seed}: {len(bests)} results for {len(settings)} settings")
+    several = len(seeds) > 1  # a mean of one seed would repeat its column
+    header = ["setting"]
+    for metric in ORDER_METRICS:
+        header += [f"best {metric} seed {seed}" for seed in seeds] + ([f"{metric} mean"] if several else [])
+    header += [f"place seed {seed}" for seed in seeds]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    # place by mAP50-95 (what the best epoch is chosen by, mostly); mAP50's place added where it differs
+    places = {seed: {m: _ranks([b[m] for b in best_by_seed[seed]]) for m in ORDER_METRICS} for seed in seeds}
+    for i, setting in enumerate(settings):
+        cells = [setting.label]
+        for metric in ORDER_METRICS:
+            values = [best_by_seed[seed][i][metric] for seed in seeds]
+            cells += [f"{v:.3f}" for v in values] + ([f"{sum(values) / len(values):.3f}"] if several else [])
+        for seed in seeds:
+            p50_95, p50 = places[seed]["mAP50-95"][i], places[seed]["mAP50"][i]
+            cells.append(str(p50_95) if p50 == p50_95 else f"{p50_95} (mAP50: {p50})")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Best epoch: the one yolov5's best.pt comes from (fitness 0.1 mAP50 + 0.9 mAP50-95). "
+              "Place: 1 = highest best mAP50-95 in that seed; mAP50's place in brackets where it differs."]
+    by_name = {s.name: s for s in settings}
+
+    def verdict(claim: str, breaks: Optional[List[OrderBreak]]) -> None:
+        """Append whether ``claim`` held in every seed; nothing when it names settings not trained here."""
+        if breaks is None:
+            return
+        if breaks:
+            lines.append(f"{claim} did NOT hold in every seed: " + "; ".join(b.describe() for b in breaks) + ".")
+        elif several:
+            lines.append(f"{claim} held in every seed ({', '.join(str(seed) for seed in seeds)}).")
+        else:
+            lines.append(f"{claim} held in seed {seeds[0]} (one seed only: --seeds 0,1 shows whether it repeats).")
+
+    metrics = " and ".join(f"best {m}" for m in ORDER_METRICS)
+    # the claim first: the pairs the evidence separates beyond seed noise, then the full order of its means
+    robust = [(hi, lo) for hi, lo in robust_pairs if hi in by_name and lo in by_name]
+    if robust:
+        pairs_text = " and ".join(f"{_short(by_name[hi])} > {_short(by_name[lo])}" for hi, lo in robust)
+        verdict(f"Expected (beyond seed noise in the README's 3-seed evidence): {pairs_text}, on {metrics}:",
+                ordering_breaks(settings, best_by_seed, robust))
+    present = [n for n in expected_order if n in by_name]
+    if len(present) > 1:
+        verdict(f"Full order of the evidence's means, {' > '.join(_short(by_name[n]) for n in present)}:",
+                ordering_breaks(settings, best_by_seed, order_pairs(present)))
+        if robust:
+            lines.append("Its other steps were within seed noise in the evidence, so they can flip from one seed to the next.")
+    span = f"{epochs} epochs" if epochs else "a few epochs"
+    lines.append(f"Exact figures vary by machine: {span} from scratch are the steep part of the learning curve and "
+                 "float summation differs between CPUs and torch builds, so the same command and seed give other "
+                 "numbers elsewhere. What to expect is the order, not the figures; `yolo-focal demo --evidence` "
+                 "(3 seeds, two datasets, 50-60 epochs) is the evidence.")
+    return "\n".join(lines) + "\n"
