@@ -26,12 +26,12 @@ TYPE_CHECKING = False  # not typing's: importing typing alone costs start-up ~10
 if TYPE_CHECKING:  # for type checkers only: importing these at run time is what start-up must avoid
     from contextlib import AbstractContextManager
 
+    from .dispatch import after_exec
     from .patching import LEDGER
     from .yolov5_hooks import (
         STATE,
         SUPPORTED_YOLOV5_VERSIONS,
         UnsupportedYolov5Version,
-        after_exec,
         check_version,
         read_yolov5_version,
         stand_aside_if_source_patched,
@@ -53,7 +53,7 @@ _LAZY = {
     "STATE": "yolov5_hooks",
     "SUPPORTED_YOLOV5_VERSIONS": "yolov5_hooks",
     "UnsupportedYolov5Version": "yolov5_hooks",
-    "after_exec": "yolov5_hooks",
+    "after_exec": "dispatch",
     "check_version": "yolov5_hooks",
     "read_yolov5_version": "yolov5_hooks",
     "stand_aside_if_source_patched": "yolov5_hooks",
@@ -86,7 +86,8 @@ def install(force: bool = False) -> None:
     unless ``force=True`` or ``YOLO_FOCAL_FORCE=1`` (then it warns).
     """
     from . import compat, hook
-    from .yolov5_hooks import STATE, after_exec, check_version, read_yolov5_version, stand_aside_if_source_patched
+    from .dispatch import after_exec
+    from .yolov5_hooks import STATE, check_version, read_yolov5_version, stand_aside_if_source_patched
 
     clone_root = _imported_clone_root()
     if clone_root is not None:
@@ -131,7 +132,8 @@ def _imported_clone_root() -> Optional[Path]:
 def _install_for_clone(root: Path) -> None:
     from . import compat, hook
     from .watched import CLONE_WATCHED
-    from .yolov5_hooks import STATE, after_exec, source_patched_root
+    from .dispatch import after_exec
+    from .yolov5_hooks import STATE, source_patched_root
 
     STATE.layout, STATE.clone_root = "clone", root
     if source_patched_root(root):

@@ -49,19 +49,19 @@ class _PostImportLoader:
         return self._loader.create_module(spec)
 
     def exec_module(self, module: Any) -> None:
-        from . import yolov5_hooks
+        from . import dispatch
 
-        yolov5_hooks.before_exec(self._fullname, module)
+        dispatch.before_exec(self._fullname, module)
         self._loader.exec_module(module)
-        yolov5_hooks.after_exec(self._fullname, module)
+        dispatch.after_exec(self._fullname, module)
 
     def get_code(self, fullname: str) -> Any:
         """Used by runpy (``python -m yolov5.train``), which executes the code as ``__main__`` and
         never calls ``exec_module``: the train modules get one line that patches their namespace
         right before their ``if __name__ == '__main__':`` block runs."""
-        from . import yolov5_hooks
+        from . import dispatch
 
-        code = yolov5_hooks.main_code(fullname, self._loader)
+        code = dispatch.main_code(fullname, self._loader)
         return code if code is not None else self._loader.get_code(fullname)
 
     def __getattr__(self, name: str) -> Any:
