@@ -64,10 +64,11 @@ PLAIN_BCE = "bce"
 # computes ``true * alpha`` with no None branch, and it is there to reproduce the stock loss, which
 # has no per-class or derived alpha: only a float (or its own default 0.25) is meaningful.
 STOCK_FOCAL_LOSS = "yolov5_focal"
-# Upper bound of fl_gamma. The loss kernels (losses.py) stay finite, forward and backward, in
-# float32 up to gamma ~1.8e36 (qfocal; focal and varifocal up to ~3e38, where the float32 cast of
-# gamma itself overflows), measured at logits in [-120, 120]; YOLOv5's stock FocalLoss up to ~1e30.
-# 1e6 keeps 30 orders of magnitude of margin, and no useful gamma comes near it: at gamma 100 the
+# Upper bound of fl_gamma. The loss kernels (losses/) stay finite, forward and backward, in
+# float32 up to gamma ~1e25 for qfocal (its gamma * H * BCE term, on soft targets within rounding
+# of p; ~1.8e36 elsewhere) and ~3e38 for focal and varifocal (where the float32 cast of gamma
+# itself overflows), measured at logits in [-120, 120]; YOLOv5's stock FocalLoss up to ~1e30.
+# 1e6 keeps 19 orders of magnitude of margin, and no useful gamma comes near it: at gamma 100 the
 # focal weight (1 - p_t)**gamma is already below 3e-5 for any sample with p_t > 0.1.
 # tests/test_hyp.py checks the kernels at this bound.
 FL_GAMMA_MAX = 1.0e6
