@@ -23,10 +23,10 @@ from .patching import LEDGER
 from .yolov5_hooks import (
     STATE,
     UnrecognisedComputeLoss,
-    _dataset_nc,
-    _general,
-    _logger,
-    _models_yolo,
+    dataset_nc,
+    patch_general,
+    yolov5_logger,
+    allow_checkpoint_classes,
     before_train,
     patch_compute_loss,
     source_patched_root,
@@ -86,7 +86,7 @@ def prepare_clone_run(frame: Any) -> None:
     _refuse_unrecognised_loss(hyp)
     task = "segment" if is_segment_script(main) else "detect"
     if getattr(opt, "evolve", False) and plugin_keys(hyp) and not STATE.clone_evolving:
-        parse_focal_hyp(hyp, nc=_dataset_nc(opt), task=task)  # a bad key stops before generation 1
+        parse_focal_hyp(hyp, nc=dataset_nc(opt), task=task)  # a bad key stops before generation 1
         _evolve_clone(main, opt, task)
     before_train(hyp, opt, main.f_locals.get("callbacks"), task=task)
 
@@ -123,7 +123,7 @@ def _evolve_clone(main: Any, opt: Any, task: str) -> None:
     namespace = main.f_globals
     namespace[evolve.GLOBAL_NAME] = evolve
     LEDGER.add_undo(lambda: namespace.pop(evolve.GLOBAL_NAME, None), f"__main__.{evolve.GLOBAL_NAME}")
-    _logger().info("yolo-focal-plugin: --evolve in a clone: running the clone's main() with the plugin's evolve keys")
+    yolov5_logger().info("yolo-focal-plugin: --evolve in a clone: running the clone's main() with the plugin's evolve keys")
     STATE.clone_evolving = True
     try:
         patched(opt)
@@ -171,7 +171,7 @@ def _clone_compute_loss(loss_module: types.ModuleType) -> None:
 
 def _clone_general(module: types.ModuleType) -> None:
     STATE.logger = getattr(module, "LOGGER", None) or STATE.logger
-    _general(module)
+    patch_general(module)
 
 
 def _clone_downloads(module: types.ModuleType) -> None:
@@ -183,7 +183,7 @@ def _clone_models_yolo(module: types.ModuleType) -> None:
     # v7.0 loads checkpoints with a bare torch.load (weights_only=True on torch >= 2.6); newer clones
     # load through ultralytics' torch_load and need no allow-list
     if compat.source_calls(STATE.clone_root / "models" / "experimental.py", "torch.load("):
-        _models_yolo(module)
+        allow_checkpoint_classes(module)
 
 
 CLONE_AFTER_EXEC: Dict[str, Callable[[types.ModuleType], None]] = {

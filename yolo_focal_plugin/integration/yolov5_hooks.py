@@ -59,7 +59,7 @@ class PluginState:
 STATE = PluginState()
 
 
-def _logger() -> logging.Logger:
+def yolov5_logger() -> logging.Logger:
     """YOLOv5's own logger, so the plugin's lines land in the same run log."""
     return STATE.logger or logging.getLogger("yolov5")
 
@@ -125,12 +125,12 @@ def stand_aside_if_source_patched(package_init: Optional[str]) -> bool:
 
 def _log_setup(cfg: FocalHyp, description: str, nc: int) -> None:
     shims = "; ".join(compat.APPLIED) or "none needed"
-    _logger().info(f"yolo-focal-plugin: {cfg.describe()} | {description}")
+    yolov5_logger().info(f"yolo-focal-plugin: {cfg.describe()} | {description}")
     if not STATE.announced:
         if STATE.source_patched:
-            _logger().info(f"yolo-focal-plugin: yolov5 at {STATE.source_patched} is source-patched "
+            yolov5_logger().info(f"yolo-focal-plugin: yolov5 at {STATE.source_patched} is source-patched "
                         "(YOLO_FOCAL_PATCHED); the start-up hook stands aside")
-        _logger().info(f"yolo-focal-plugin: compatibility shims: {shims}")
+        yolov5_logger().info(f"yolo-focal-plugin: compatibility shims: {shims}")
         STATE.announced = True
     if STATE.save_dir is not None and not STATE.evolve:
         import yaml
@@ -232,7 +232,7 @@ def patch_compute_loss(loss_module: types.ModuleType) -> None:
 # --------------------------------------------------------------------------- train()
 
 
-def _dataset_nc(opt: Any) -> Optional[int]:
+def dataset_nc(opt: Any) -> Optional[int]:
     if getattr(opt, "single_cls", False):
         return 1
     data = getattr(opt, "data", None)
@@ -250,7 +250,7 @@ def before_train(hyp: Any, opt: Any, callbacks: Any, task: str = "detect") -> Di
     so the file is read once.
     """
     hyp = load_hyp(hyp)
-    parse_focal_hyp(hyp, nc=_dataset_nc(opt), task=task)
+    parse_focal_hyp(hyp, nc=dataset_nc(opt), task=task)
     from .criteria import EpochClock
 
     STATE.save_dir = Path(opt.save_dir) if getattr(opt, "save_dir", None) else None
@@ -282,7 +282,7 @@ def wrap_train(train_module: types.ModuleType, fix_map50s: bool, task: str = "de
 # --------------------------------------------------------------------------- table
 
 
-def _general(module: types.ModuleType) -> None:
+def patch_general(module: types.ModuleType) -> None:
     compat.patch_check_font(module)
     compat.patch_check_file(module)
 
@@ -299,20 +299,20 @@ def _segment_train(module: types.ModuleType) -> None:
     wrap_train(module, fix_map50s=False, task="segment")
 
 
-def _models_yolo(module: types.ModuleType) -> None:
+def allow_checkpoint_classes(module: types.ModuleType) -> None:
     from .checkpoints import register_safe_globals
 
     register_safe_globals(module)
 
 
 AFTER_EXEC: Dict[str, Callable[[types.ModuleType], None]] = {
-    "yolov5.utils.general": _general,
+    "yolov5.utils.general": patch_general,
     "yolov5.utils.downloads": compat.patch_hub_download,
     "yolov5.utils.metrics": compat.patch_numpy_trapz,
     "yolov5.utils.plots": compat.patch_pillow_getsize,
     "yolov5.utils.loss": patch_compute_loss,
     "yolov5.utils.segment.loss": patch_compute_loss,
-    "yolov5.models.yolo": _models_yolo,
+    "yolov5.models.yolo": allow_checkpoint_classes,
     "yolov5.train": _detect_train,
     "yolov5.segment.train": _segment_train,
 }
