@@ -147,6 +147,11 @@ def _as_float(key: str, value: Any, allowed: str) -> float:
     return value
 
 
+def _looks_like_fl_key(key: Any) -> bool:
+    """``fl_*`` in any case, ``fl-*`` too: what a user meant as one of the plugin's keys."""
+    return isinstance(key, str) and key.lower().replace("-", "_").startswith("fl_")
+
+
 def check_alpha_classes(alphas: Sequence[float], nc: int) -> None:
     """A per-class ``fl_alpha`` has one value per class: raise :class:`HypError` otherwise."""
     if len(alphas) != nc:
@@ -183,7 +188,7 @@ def _check_key_names(hyp: Mapping[str, Any]) -> None:
     ``FL_GAMMA`` or ``Fl_gamma``, which YOLOv5 would silently ignore, are refused too."""
     unknown = sorted(
         k for k in hyp
-        if isinstance(k, str) and k.lower().replace("-", "_").startswith("fl_") and k not in FL_KEYS
+        if _looks_like_fl_key(k) and k not in FL_KEYS
     )
     if not unknown:
         return
@@ -284,7 +289,7 @@ def plugin_keys(hyp: Mapping[str, Any]) -> List[str]:
     """
     keys = []
     for key, value in hyp.items():
-        if not isinstance(key, str) or not key.lower().startswith(("fl_", "fl-")):
+        if not _looks_like_fl_key(key):
             continue
         if key == "fl_gamma" and isinstance(value, (int, float)) and not isinstance(value, bool):
             continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import sys
 import types
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
 
 from ..env import FORCE as FORCE_ENV
 from ..env import flag
@@ -87,11 +87,11 @@ def prepare_clone_run(frame: Any) -> None:
     task = "segment" if is_segment_script(main) else "detect"
     if getattr(opt, "evolve", False) and plugin_keys(hyp) and not STATE.clone_evolving:
         parse_focal_hyp(hyp, nc=dataset_nc(opt), task=task)  # a bad key stops before generation 1
-        _evolve_clone(main, opt, task)
+        _evolve_clone(main, plugin_keys(hyp), task)
     before_train(hyp, opt, main.f_locals.get("callbacks"), task=task)
 
 
-def _evolve_clone(main: Any, opt: Any, task: str) -> None:
+def _evolve_clone(main: Any, plugin_key_names: List[str], task: str) -> None:
     """``--evolve`` with the plugin's keys in a clone: run the clone's ``main`` recompiled as for the
     pip package (``evolve.py``), then end the process as that ``main`` would have.
 
@@ -104,7 +104,7 @@ def _evolve_clone(main: Any, opt: Any, task: str) -> None:
     from . import evolve
     from .compat import recompile_function
 
-    keys = ", ".join(plugin_keys(load_hyp(opt.hyp)))
+    keys = ", ".join(plugin_key_names)
     if task == "segment":
         raise evolve.EvolveUnsupported(f"--evolve of segmentation with the plugin's keys ({keys}) is not supported; "
                                        f"{evolve.SWEEP_HINT}")
@@ -126,7 +126,7 @@ def _evolve_clone(main: Any, opt: Any, task: str) -> None:
     yolov5_logger().info("yolo-focal-plugin: --evolve in a clone: running the clone's main() with the plugin's evolve keys")
     STATE.clone_evolving = True
     try:
-        patched(opt)
+        patched(main.f_locals["opt"])
     finally:
         STATE.clone_evolving = False
     raise SystemExit(0)

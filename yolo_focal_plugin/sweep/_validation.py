@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..env import DISABLE, flag
+from ..env import DISABLE
+from ..env import flag as env_flag
 from ..yolo_yaml import YamlFileError, dataset_classes, read_yaml_mapping
 from ._liveness import ClaimLock
 from .space import SearchSpace, SweepError, Unit, fmt_extra, is_fl_key
@@ -255,7 +256,7 @@ def prepare_sweep(config: SweepConfig, create: bool = True) -> Prepared:
 
     Raises :class:`SweepError` with a clear message for any bad input.
     """
-    if flag(DISABLE):
+    if env_flag(DISABLE):
         raise SweepError(f"{DISABLE} is set: a focal-loss sweep needs the plugin active; unset it")
     for name, value, low in (("--epochs", config.epochs, 1), ("--img", config.img, 32), ("--batch-size", config.batch_size, 1), ("--n-jobs", config.n_jobs, 1), ("--heartbeat", config.heartbeat, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
