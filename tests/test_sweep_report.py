@@ -226,7 +226,7 @@ def test_report_rows_show_the_set_values(tmp_path: Path) -> None:
     assert "| loss | gamma | alpha | obj | fl_apply | runs |" in md
     assert "| baseline | - | - | 1 | - | 3/3 |" in md  # the baseline trained its obj and no fl_apply
     assert "| focal | 1 | 0.25 | 2 | both | 3/3 | 0.1300 ± 0.0100 |" in md
-    assert "obj=2,1 fl_apply=obj,both" in md and "baseline: BCE with the same non-fl_* values (matched)" in md
+    assert "obj=2,1 fl_apply=obj,both" in md and "baseline: BCE with the same values except the loss (same gains, same fl_assigner) (matched)" in md
     rows = list(csv.DictReader(open(files["csv"])))
     assert list(rows[0]) == OLD_CSV_FIELDS[:3] + ["obj", "fl_apply"] + OLD_CSV_FIELDS[3:]
     assert [(r["obj"], r["fl_apply"]) for r in rows] == [("2", ""), ("1", ""), ("2", "obj"), ("2", "both"), ("1", "obj"),
@@ -296,7 +296,7 @@ def test_one_seed_is_still_reported_as_too_few() -> None:
     assert "no significance test: needs ≥2 completed seeds each, has 1 vs 2" in report.verdict
 
 
-# --- issue #12: each setting against BCE with the same non-fl_* values; stock YOLOv5 beside it ------
+# --- issue #12: each setting against BCE with the same values except the loss (same gains, same fl_assigner); stock YOLOv5 beside it ------
 
 STOCK_HYP = {"lr0": 0.01, "obj": 1.0, "cls": 0.5, "fl_gamma": 0.0}
 
@@ -361,7 +361,7 @@ def test_a_missing_matched_baseline_is_reported_as_missing(tmp_path: Path) -> No
     cells = {(r["loss"], r["obj"], r["fl_apply"]): r for r in table_rows(report)}
     assert cells[("focal", "10", "obj")]["Δ mAP50-95"] == "no matched baseline (baseline|obj=10 not in the study)"
     assert cells[("focal", "10", "obj")]["p (Welch)"] == "n/a"
-    assert "4 setting(s) have no matched baseline (BCE with the same non-fl_* values) and are compared with nothing" \
+    assert "4 setting(s) have no matched baseline (BCE with the same values except the loss (same gains, same fl_assigner)) and are compared with nothing" \
         in report.verdict
     data = json.loads(write_report(report, tmp_path)["json"].read_text())
     by_setting = {r["setting"]: r for r in data["rows"]}
@@ -384,21 +384,21 @@ def test_stock_yolov5_is_reported_beside_the_matched_baseline(tmp_path: Path) ->
     assert cells[0]["Δ vs stock (p)"].startswith("+0.0600 (p ")  # BCE obj=5 vs stock
     files = write_report(report, tmp_path)
     md = files["markdown"].read_text()
-    assert "- baseline: BCE with the same non-fl_* values (matched); stock YOLOv5 beside it\n" in md
+    assert "- baseline: BCE with the same values except the loss (same gains, same fl_assigner) (matched); stock YOLOv5 beside it\n" in md
     assert "| stock | - | - | 1 | - | 3/3 | 0.2600 ± 0.0100 |" in md and "Δ vs stock (p)" in md
     assert "Stock YOLOv5 (hyp.scratch-low.yaml) beside it: 0.2600" in report.verdict
     data = json.loads(files["json"].read_text())
-    assert data["baseline_rule"] == "baseline: BCE with the same non-fl_* values (matched); stock YOLOv5 beside it"
+    assert data["baseline_rule"] == "baseline: BCE with the same values except the loss (same gains, same fl_assigner) (matched); stock YOLOv5 beside it"
     assert data["rows"][0]["diff_vs_stock"] == pytest.approx(0.06)
     assert list(csv.DictReader(open(files["csv"])))[0]["diff_vs_stock"] == "0.06"
 
 
 def test_every_report_names_its_baseline_rule(tmp_path: Path) -> None:
     md = write_report(build_report(example_trials(), plan(), study="hand"), tmp_path / "a")["markdown"].read_text()
-    assert "- baseline: BCE with the same non-fl_* values (matched)" in md
+    assert "- baseline: BCE with the same values except the loss (same gains, same fl_assigner) (matched)" in md
     same = Plan(space=plan().space, settings={**plan().settings, "stock_reference": "same"}, base_hyp=dict(BASE_HYP))
     data = json.loads(write_report(build_report(example_trials(), same, study="m"), tmp_path / "b")["json"].read_text())
-    assert data["baseline_rule"] == ("baseline: BCE with the same non-fl_* values (matched); stock YOLOv5 beside it: "
+    assert data["baseline_rule"] == ("baseline: BCE with the same values except the loss (same gains, same fl_assigner) (matched); stock YOLOv5 beside it: "
                                      "here every baseline trains stock YOLOv5's values")
 
 

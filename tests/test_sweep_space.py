@@ -301,6 +301,36 @@ def test_set_values_reach_the_units_hyp_and_the_non_fl_ones_the_baselines() -> N
     assert base["obj"] == 1.0 and base["fl_apply"] == "cls"  # the user's hyp is not modified
 
 
+def test_baselines_keep_the_assigner_matched_bce_under_the_same_assignment() -> None:
+    """Like with like (#12): same gains *and* assigner. A focal setting under the RetinaNet assigner
+    (from the base hyp or from --set) is compared with BCE under that assigner, never with BCE under
+    YOLOv5's; the stock unit stays YOLOv5's own hyp with no fl_* key."""
+    base = {"lr0": 0.01, "obj": 5.0, "cls": 3.0, "fl_assigner": "retina", "fl_norm": "positives", "fl_gamma": 1.5}
+    space = SearchSpace.build("grid", "focal", "2", "0.25", 1, None, KNOWN).bind_hyp(base, "hyp.yaml")
+    baseline = next(u for u in space.planned_units() if u.is_baseline)
+    assert baseline.hyp(base) == {"lr0": 0.01, "obj": 5.0, "cls": 3.0, "fl_assigner": "retina", "fl_gamma": 0.0}
+    parsed = parse_focal_hyp(baseline.hyp(base), known_losses=KNOWN)
+    assert parsed.loss == "bce" and parsed.assigner == "retina" and parsed.norm == "mean"
+    stock = Unit("stock", None, None, 0, "stock").hyp(base, {"obj": 1.0, "cls": 0.5, "fl_gamma": 0.0})
+    assert stock == {"obj": 1.0, "cls": 0.5, "fl_gamma": 0.0}
+    # YOLOv5's own assigner named in the hyp: the baseline is YOLOv5's hyp with no plugin key, as before
+    yolov5_base = {**base, "fl_assigner": "yolov5"}
+    assert Unit(BASELINE, None, None, 0, "baseline").hyp(yolov5_base) == {"lr0": 0.01, "obj": 5.0, "cls": 3.0,
+                                                                          "fl_gamma": 0.0}
+
+    swept = SearchSpace.build("grid", "focal", "2", "0.25", 1, None, KNOWN,
+                              sets=["fl_assigner=yolov5,retina", "fl_apply=obj,both"]).bind_hyp({"obj": 1.0}, "hyp.yaml")
+    assert [u.key for u in swept.planned_units() if u.is_baseline] == [
+        "baseline|fl_assigner=yolov5|s=0", "baseline|fl_assigner=retina|s=0"]  # fl_apply makes no other
+    by_setting = {u.setting: swept.baseline_extras(u.extras) for u in swept.planned_units() if not u.is_reference}
+    assert by_setting["focal|g=2|a=0.25|fl_assigner=retina|fl_apply=obj"] == (("fl_assigner", "retina"),)
+    assert swept.to_json()["baseline"] == "matched"  # so a resumed study reads the same rule
+    # a study stored before fl_assigner made its own baseline (no "baseline" key) keeps the rule it ran with
+    stored = swept.to_json()
+    del stored["baseline"]
+    assert SearchSpace.from_json(stored).baseline == "unmatched"
+
+
 def test_unit_identity_with_set_values() -> None:
     unit = Unit("varifocal", 2.0, 0.75, 1, "grid", (("obj", 2.0), ("fl_apply", "obj")))
     assert unit.setting == "varifocal|g=2|a=0.75|obj=2|fl_apply=obj"

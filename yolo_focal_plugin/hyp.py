@@ -54,6 +54,10 @@ FL_KEYS = (
     "fl_gamma_warmup",
     "fl_assigner",
 )
+# The fl_* keys that choose which anchors train as positives (the assignment), not the loss, each with
+# the value that means YOLOv5's own assignment: a BCE baseline compared like with like keeps any other
+# value (issue #12: same gains, same assigner).
+ASSIGNMENT_DEFAULTS = {"fl_assigner": "yolov5"}
 APPLY_CHOICES = ("cls", "obj", "both")
 NORM_CHOICES = ("mean", "positives")
 ASSIGNER_CHOICES = ("yolov5", "retina")
@@ -242,7 +246,7 @@ def parse_focal_hyp(
 
     apply = choice("fl_apply", "both", APPLY_CHOICES)
     norm = choice("fl_norm", "mean", NORM_CHOICES)
-    assigner = choice("fl_assigner", "yolov5", ASSIGNER_CHOICES)
+    assigner = choice("fl_assigner", ASSIGNMENT_DEFAULTS["fl_assigner"], ASSIGNER_CHOICES)
 
     warmup = _as_float("fl_gamma_warmup", hyp.get("fl_gamma_warmup", 0), "expected a number of epochs >= 0")
     if warmup < 0:

@@ -57,8 +57,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         if unknown or not seeds:
             raise ValueError(f"--dataset must be one of {', '.join(EVIDENCE_DATASETS)} or all (got {args.dataset!r})"
                              if unknown else "--seeds needs at least one seed")
-        settings = select_settings(args.settings)
         for name in datasets:
+            settings = select_settings(args.settings, name)
             print(f"## {name}: {EVIDENCE_DATASETS[name].description}\n")
             print(run_evidence(Path(args.out) / "evidence" / name, seeds=seeds, epochs=args.epochs, img=args.img,
                                settings=settings, parallel=args.parallel, dataset=name))

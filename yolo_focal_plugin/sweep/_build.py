@@ -14,13 +14,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ._options import MATCHED_BCE
 from .space import BASELINE, MATCHED, STOCK, Extras, References, SearchSpace, Unit, fmt_extra, fmt_value
 from .stats import SIGNIFICANCE, WelchResult, mean, std, welch
 from .study import Outcome, Plan, trial_run, unit_statuses
 
 __all__ = ["Row", "Report", "build_report", "precision", "baseline_rule", "BASELINE_RULE", "STOCK_LABEL"]
 
-BASELINE_RULE = "baseline: BCE with the same non-fl_* values (matched)"
+BASELINE_RULE = f"baseline: {MATCHED_BCE} (matched)"
 STOCK_LABEL = "stock YOLOv5 (hyp.scratch-low.yaml)"
 
 
@@ -147,7 +148,7 @@ def baseline_rule(plan: Plan) -> str:
     """The report's baseline rule in words (markdown and JSON): matched BCE, stock YOLOv5 beside it."""
     space = plan.search_space()
     if space.baseline != MATCHED:
-        return ("baseline: BCE with the base hyp's non-fl_* values and none of the --set values (unmatched: "
+        return ("baseline: BCE with the base hyp's values but its fl_* keys and none of the --set values (unmatched: "
                 "the study was made before matched baselines, #12); no stock YOLOv5 reference")
     stock = plan.settings.get("stock_reference")
     if space.stock:
@@ -243,14 +244,14 @@ def _verdict(rows: List[Row]) -> Tuple[str, Optional[Row]]:
     best = max(scored, key=lambda r: r.mean_map)
     others = [r for r in scored if not r.is_reference]
     missing = [r for r in rows if r.baseline_missing]
-    note = (f" {len(missing)} setting(s) have no matched baseline (BCE with the same non-fl_* values) and are "
+    note = (f" {len(missing)} setting(s) have no matched baseline ({MATCHED_BCE}) and are "
             f"compared with nothing." if missing else "")
     compared = [r for r in others if r.baseline is not None and r.baseline.n > 0]
     if not [r for r in rows if r.is_baseline and r.n > 0]:
         return (f"The baseline has no completed run, so nothing can be compared with it. "
                 f"Highest mean mAP50-95: {best.label()} ({best.mean_map:.{D}f}).{note}"), best
     if others and not compared:
-        return (f"No setting has a matched baseline (BCE with the same non-fl_* values) with a completed run, so "
+        return (f"No setting has a matched baseline ({MATCHED_BCE}) with a completed run, so "
                 f"nothing can be compared. Highest mean mAP50-95: {best.label()} ({best.mean_map:.{D}f}).{note}"), best
     winners = [r for r in compared if r.test is not None and r.test.significant(SIGNIFICANCE) and r.test.diff > 0]
     if winners:
@@ -274,8 +275,8 @@ def _verdict(rows: List[Row]) -> Tuple[str, Optional[Row]]:
         top_base = max((r.baseline for r in compared), key=lambda b: b.mean_map, default=None)  # type: ignore[union-attr]
         if top_base is None:
             top_base = max((r for r in rows if r.is_baseline and r.n), key=lambda r: r.mean_map)
-        whom = (f"BCE with the same non-fl_* values ({top_base.mean_map:.{D}f}, {top_base.n} seeds)" if len(bases) <= 1
-                else "its matched baseline (BCE with the same non-fl_* values)")
+        whom = (f"{MATCHED_BCE} ({top_base.mean_map:.{D}f}, {top_base.n} seeds)" if len(bases) <= 1
+                else f"its matched baseline ({MATCHED_BCE})")
         zero = " Every run scored 0: train longer (--epochs) before comparing." if all(
             v == 0 for r in scored for v in r.map50_95) else ""
         return (f"No setting beats the baseline: {how} {whom}. Keep fl_gamma: 0.{zero}"

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
-from ._options import Extras, fmt_extra, fmt_value
+from ._options import MATCHED_BCE, Extras, fmt_extra, fmt_value
 from .stats import SIGNIFICANCE
 
 if TYPE_CHECKING:  # the report imports this module: a runtime import would be circular
@@ -49,7 +49,7 @@ def _reference_text(report: "Report") -> str:
     D = report.decimals
     done = [r for r in report.baselines if r.n]
     if len(report.baselines) > 1:
-        text = "the matched baseline (BCE with the same non-fl_* values)"
+        text = f"the matched baseline ({MATCHED_BCE})"
     elif done:
         text = f"baseline (BCE, matched) {done[0].mean_map:.{D}f}"
     else:

@@ -17,6 +17,7 @@ __all__ = [
     "SetSpec",
     "BASELINE",
     "STOCK",
+    "MATCHED_BCE",
     "SAMPLERS",
     "MAX_GRID_VALUES",
     "OWNED_KEYS",
@@ -28,7 +29,9 @@ __all__ = [
     "fmt_extra",
 ]
 
-BASELINE = "baseline"  # BCE with a unit's own non-fl_* values: what each setting is compared with
+BASELINE = "baseline"  # MATCHED_BCE: what each setting is compared with
+# The matched baseline in words (#12), one home for every report, figure and help text that names it
+MATCHED_BCE = "BCE with the same values except the loss (same gains, same fl_assigner)"
 STOCK = "stock"  # YOLOv5's stock hyp (hyp.scratch-low.yaml): the second reference, reported beside it
 SAMPLERS = ("grid", "tpe", "random")
 MAX_GRID_VALUES = 1000

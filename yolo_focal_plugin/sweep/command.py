@@ -38,11 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=V1,V2",
                    help="repeatable: also sweep hyp key KEY over these values (read as YAML: numbers or words), "
                         "e.g. --set obj=1,2 --set fl_apply=obj,both; KEY must be in --hyp or an fl_* key. "
-                        "Each setting is compared with BCE at its own non-fl_* values (a baseline per non-fl_* "
-                        "--set combination); fl_* keys make no other baseline")
+                        "Each setting is compared with BCE at its own values except the loss (a baseline per "
+                        "combination of --set keys that are not fl_* loss keys; fl_assigner makes one, fl_apply does not)")
     s.add_argument("--no-stock", action="store_true",
                    help="no stock-YOLOv5 reference (hyp.scratch-low.yaml, one unit per seed); by default it is "
-                        "trained when a baseline's non-fl_* values (gains) differ from stock and reported beside it")
+                        "trained when a baseline's values (gains, fl_assigner) differ from stock and reported beside it")
     s.add_argument("--seeds", type=int, default=3, help="training seeds per setting (default: %(default)s)")
     s.add_argument("--sampler", default="grid", choices=("grid", "tpe", "random"), help="grid: every combination; tpe/random: --trials sampled settings (default: %(default)s)")
     s.add_argument("--trials", type=int, default=None, help="sampled settings for --sampler tpe|random (each x --seeds)")

@@ -3,7 +3,7 @@
 One row per (loss, gamma, alpha, ``--set`` values) - the baselines first, then stock YOLOv5 - with, over
 seeds: the mean and standard deviation of mAP50-95 and mAP50 (at the epoch YOLOv5 saved ``best.pt``
 from), epochs run, pruned and failed runs, and the difference to the row's matched baseline (BCE with
-the same non-``fl_*`` values, :mod:`._build`) with Welch's t-test (p-value and 95% CI), and to stock
+the same values except the loss keys, :data:`._options.MATCHED_BCE`) with Welch's t-test (p-value and 95% CI), and to stock
 YOLOv5 when the study has it.
 Written as ``report.md``, ``report.csv`` and ``report.json``, plus ``heatmap.png`` (mean mAP50-95
 over gamma x alpha, one panel per loss and ``--set`` combination) and ``best_hyp.yaml`` (ready for ``--hyp``).
@@ -17,7 +17,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .space import Unit, fmt_extra, fmt_value, is_fl_key
+from ._options import MATCHED_BCE
+from .space import Unit, fmt_extra, fmt_value, is_loss_key
 from .stats import SIGNIFICANCE
 from .study import default_storage_url, load_study, open_storage, redact_url
 
@@ -38,11 +39,11 @@ def set_keys(report: "Report") -> List[str]:
 
 
 def _set_cell(report: "Report", row: Row, key: str, missing: str = "-") -> str:
-    """The value a row trained with; baselines and stock train no fl_* key (stock: YOLOv5's own values)."""
+    """The value a row trained with; baselines train no loss key, stock no fl_* key (stock: YOLOv5's own values)."""
     values = dict(row.extras)
     if key in values:
         return fmt_extra(values[key])
-    if row.is_reference and not is_fl_key(key) and (row.is_baseline or report.plan.stock_hyp):
+    if row.is_reference and not is_loss_key(key) and (row.is_baseline or report.plan.stock_hyp):
         hyp = report.plan.unit_hyp(Unit(row.loss, None, None, 0, extras=row.extras))
         if key in hyp:
             return fmt_extra(hyp[key])
@@ -134,7 +135,7 @@ def to_markdown(report: Report, heatmap: Optional[str] = None, best_hyp: Optiona
         f"{c.get('running', 0) + c.get('waiting', 0) + c.get('missing', 0)} not finished",
         "- metric: mAP50-95 and mAP50 on the val set at the epoch YOLOv5 kept as best.pt; mean ± sample std over seeds",
         f"- {baseline_rule(plan)}",
-        f"- Δ: mean difference to the row's matched baseline (BCE: no fl_* keys, fl_gamma 0, the row's non-fl_* values); "
+        f"- Δ: mean difference to the row's matched baseline ({MATCHED_BCE}: fl_gamma 0, no loss key); "
         f"95% CI and two-sided p from Welch's t-test over seeds; significant at p < {SIGNIFICANCE}",
     ]
     if report.stock is not None:

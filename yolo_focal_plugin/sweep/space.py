@@ -17,10 +17,11 @@ Syntax of ``--gamma`` / ``--alpha``:
 A *unit* is one training run: (loss, gamma, alpha, the ``--set`` values, seed).
 
 The baseline rule (#12), :meth:`SearchSpace.baseline_extras`: a setting is compared with BCE trained
-with the *same* non-``fl_*`` values (**matched**): the base hyp without any ``fl_*`` key, with
-``fl_gamma: 0`` and the setting's non-``fl_*`` ``--set`` values (``fl_*`` ``--set`` values do not
-make another baseline). So every sweep has one baseline unit per seed and combination of the
-non-``fl_*`` ``--set`` values. Beside it, when any baseline differs from YOLOv5's stock hyp
+with the *same* values apart from the loss (**matched**): the same gains and the same assigner. That
+is the base hyp without its loss keys (every ``fl_*`` key but ``fl_assigner``, see
+:func:`is_loss_key`), with ``fl_gamma: 0`` and the setting's ``--set`` values of other keys (``--set``
+values of loss keys do not make another baseline). So every sweep has one baseline unit per seed and
+combination of the ``--set`` values of keys other than loss keys. Beside it, when any baseline differs from YOLOv5's stock hyp
 (``hyp.scratch-low.yaml``) in a non-``fl_*`` value, one **stock** unit per seed trains that hyp
 (:meth:`SearchSpace.needs_stock`; ``--no-stock`` leaves it out). Studies created before this rule
 (their baseline took no ``--set`` value) keep it when read (:data:`UNMATCHED`).
@@ -31,6 +32,8 @@ import itertools
 import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from ..hyp import ASSIGNMENT_DEFAULTS
 
 # The option syntax lives in ._options (#13); its names stay importable from here.
 from ._options import (  # noqa: F401
@@ -62,6 +65,7 @@ __all__ = [
     "UNMATCHED",
     "SAMPLERS",
     "is_fl_key",
+    "is_loss_key",
     "parse_values",
     "parse_losses",
     "parse_sets",
@@ -78,13 +82,25 @@ UNMATCHED = "unmatched"
 
 
 def is_fl_key(key: Any) -> bool:
-    """A key only the sweep's focal-loss side sets: baselines drop these, and they never define a baseline."""
+    """A plugin key (``fl_*``): it may be ``--set`` although YOLOv5's base hyp does not have it."""
     return isinstance(key, str) and key.startswith("fl_")
 
 
-def _reference_hyp(hyp: Mapping[str, Any]) -> Dict[str, Any]:
-    """``hyp`` as BCE: no ``fl_*`` key, but ``fl_gamma: 0`` (YOLOv5 itself requires fl_gamma)."""
-    out = {k: v for k, v in hyp.items() if not is_fl_key(k)}
+def is_loss_key(key: Any) -> bool:
+    """An ``fl_*`` key that shapes the loss: baselines drop these, and they never define a baseline.
+
+    The assignment keys (:data:`yolo_focal_plugin.hyp.ASSIGNMENT_DEFAULTS`, ``fl_assigner``) are not
+    loss keys: a focal setting under the RetinaNet assigner is compared with BCE under that assigner.
+    """
+    return is_fl_key(key) and key not in ASSIGNMENT_DEFAULTS
+
+
+def _reference_hyp(hyp: Mapping[str, Any], keep_assignment: bool) -> Dict[str, Any]:
+    """``hyp`` as BCE: no ``fl_*`` key but ``fl_gamma: 0`` (YOLOv5 itself requires fl_gamma) and, with
+    ``keep_assignment``, an assignment key that asks for another assigner than YOLOv5's. A hyp
+    with YOLOv5's assignment so has no plugin key, and the plugin keeps YOLOv5's criteria bit for bit."""
+    out = {k: v for k, v in hyp.items()
+           if not is_fl_key(k) or (keep_assignment and k in ASSIGNMENT_DEFAULTS and v != ASSIGNMENT_DEFAULTS[k])}
     out["fl_gamma"] = 0.0
     return out
 
@@ -164,16 +180,16 @@ class Unit(References):
     def hyp(self, base: Mapping[str, Any], stock: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
         """The hyp dict this unit trains with, built from the user's hyp (``stock``: YOLOv5's stock hyp).
 
-        A baseline is BCE with the base hyp's non-fl values and its own (non-fl) ``--set`` values;
-        the stock unit is BCE with ``stock``'s values (``ValueError`` without it). Neither has an
-        ``fl_*`` key but ``fl_gamma: 0``, so the plugin keeps YOLOv5's own criteria bit for bit.
+        A baseline is BCE with the base hyp's values but its loss keys (so with its gains and its
+        ``fl_assigner``) and its own ``--set`` values; the stock unit is BCE with ``stock``'s values
+        (``ValueError`` without it) and no ``fl_*`` key but ``fl_gamma: 0``.
         """
         if self.is_stock:
             if stock is None:
                 raise ValueError("the stock unit's hyp needs YOLOv5's stock hyp (the plan's stock_hyp)")
-            return _reference_hyp(stock)
+            return _reference_hyp(stock, keep_assignment=False)
         if self.is_baseline:
-            hyp = _reference_hyp(base)
+            hyp = _reference_hyp(base, keep_assignment=True)
             hyp.update(self.extras)
             return hyp
         hyp = {k: v for k, v in base.items()}
@@ -303,15 +319,16 @@ class SearchSpace:
     def baseline_extras(self, extras: Extras) -> Extras:
         """The --set values of the baseline a setting with ``extras`` is compared with: THE baseline rule.
 
-        Matched: the setting's non-``fl_*`` values (``fl_*`` keys such as ``fl_apply`` belong to the
-        focal side and make no other baseline). Unmatched (studies made before #12): none.
+        Matched: the setting's values of every key but the loss keys (:func:`is_loss_key`: ``fl_apply``
+        and the like belong to the focal side and make no other baseline; ``fl_assigner`` does make
+        one). Unmatched (studies made before #12): none.
         """
         if self.baseline != MATCHED:
             return ()
-        return tuple((k, v) for k, v in extras if not is_fl_key(k))
+        return tuple((k, v) for k, v in extras if not is_loss_key(k))
 
     def baseline_combos(self) -> List[Extras]:
-        """The --set values of every baseline, in grid order, each once (``[()]`` without non-fl --set)."""
+        """The --set values of every baseline, in grid order, each once (``[()]`` without --set of non-loss keys)."""
         return list(dict.fromkeys(self.baseline_extras(extras) for extras in self.extra_combos()))
 
     def baseline_units(self) -> List[Unit]:
@@ -422,8 +439,8 @@ class SearchSpace:
         }
         if self.extras:  # absent without --set: studies created before --set compare equal
             data["set"] = [spec.to_json() for spec in self.extras]
-        if any(not is_fl_key(spec.key) for spec in self.extras):
-            # only where the rules differ: a study made before #12 without non-fl --set resumes as it was
+        if any(not is_loss_key(spec.key) for spec in self.extras):
+            # only where the rules differ: a study made before #12 without such --set resumes as it was
             data["baseline"] = self.baseline
         if self.stock:
             data["stock"] = True
@@ -432,7 +449,8 @@ class SearchSpace:
     @classmethod
     def from_json(cls, data: Mapping[str, Any], trials: Optional[int] = None) -> "SearchSpace":
         sets = data.get("set") or ()
-        legacy = UNMATCHED if any(not is_fl_key(s["key"]) for s in sets) else MATCHED  # made before #12
+        # made before #12, or before fl_assigner made its own baseline: its baselines took no --set value
+        legacy = UNMATCHED if any(not is_loss_key(s["key"]) for s in sets) else MATCHED
         return cls(
             sampler=str(data["sampler"]),
             losses=tuple(data["losses"]),
