@@ -1,6 +1,7 @@
 """The demo (README's main job) and the evidence table, on tiny data."""
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -13,8 +14,10 @@ from yolo_focal_plugin.experiments import demo_command
 from yolo_focal_plugin.experiments.demo import (DEFAULT_SETTINGS, EXPECTED_ORDER, ROBUST_PAIRS, DemoSetting, finished_run,
                                                 order_pairs, ordering_breaks, run_demo, run_demo_seeds, seeds_table,
                                                 write_hyp)
-from yolo_focal_plugin.experiments.evidence import (EVIDENCE_DATASETS, EVIDENCE_SETTINGS, Row, first_nan_epoch, plot_evidence,
-                                        run_evidence, select_settings, summarise)
+from yolo_focal_plugin.experiments.evidence import (EVIDENCE_DATASETS, EVIDENCE_SETTINGS, Row, first_nan_epoch, load_evidence,
+                                        matched_baselines, plot_evidence, run_evidence, select_settings, summarise,
+                                        write_evidence)
+from yolo_focal_plugin.experiments.evidence_figure import describe_hyp, main as figure_main, matched_points
 
 
 def test_setting_hyps_are_yolov5_hyps_plus_overrides(tmp_path):
@@ -33,8 +36,9 @@ def test_summary_numbers_by_hand():
     text = summarise([base, other])
     # means 0.32 and 0.22, sample std 0.02 each: diff -0.100, se = sqrt(2 * 0.0004 / 3) = 0.01633,
     # t = -6.124 on df = 4 -> two-sided p = 0.0036; CI half-width t_0.975(4) * se = 2.776 * 0.01633 = 0.0453
-    assert "| BCE | 3 | 0.320 ± 0.020 | 0.500 ± 0.000 | (reference) |  |  |  |" in text
-    assert "| focal | 3 | 0.220 ± 0.020 | 0.300 ± 0.000 | -0.100 | [-0.145, -0.055] | 0.004 |  |" in text
+    # no hyp known: no matched BCE ("-")
+    assert "| BCE | 3 | 0.320 ± 0.020 | 0.500 ± 0.000 | (reference) |  |  | - |  |  |  |  |" in text
+    assert "| focal | 3 | 0.220 ± 0.020 | 0.300 ± 0.000 | -0.100 | [-0.145, -0.055] | 0.004 | - |  |  |  |  |" in text
     assert "| focal | 0.400 |" in text  # per-class mean
 
 
@@ -46,7 +50,7 @@ def test_nan_runs_are_counted_with_the_epoch_they_diverged(tmp_path):
     assert first_nan_epoch(tmp_path) is None  # a NaN metric is not a diverged loss
     row = Row(DemoSetting("f", "focal", {}), [0.1, 0.0, 0.2], [0.1] * 3, {}, nan_epochs=[None, 2, None])
     assert row.nan_note() == "1 of 3 (from epoch 2)"
-    assert "| 1 of 3 (from epoch 2) |" in summarise([row, row])
+    assert "|  |  |  | 1 of 3 (from epoch 2) |" in summarise([row, row])
 
 
 def test_select_settings_keeps_bce_first_and_names_unknown_settings():
@@ -277,3 +281,73 @@ def test_demo_trains_each_setting_and_compares(tmp_path):
         assert dirs == [tmp_path.resolve() / "multi" / f"seed{seed}" / "runs" / settings[0].name]
         assert len((dirs[0] / "results.csv").read_text().strip().splitlines()) == 2  # header + 1 epoch
         assert yaml.safe_load((dirs[0] / "opt.yaml").read_text())["seed"] == seed
+
+
+# --- issue #12: each setting against BCE with the same gains and assigner -----------------------------------------
+
+_STOCK = {"lr0": 0.01, "obj": 1.0, "cls": 0.5, "fl_gamma": 0.0}
+
+
+def _row(name, hyp, values):
+    return Row(DemoSetting(name, name, {}), list(values), [v + 0.2 for v in values], {"a": list(values)}, hyp=hyp)
+
+
+def _matched_table():
+    gains = {**_STOCK, "obj": 5.0, "cls": 3.0}
+    retina = {**gains, "fl_assigner": "retina", "fl_loss": "bce", "fl_alpha": -1, "fl_apply": "both", "fl_norm": "mean"}
+    return [_row("bce", _STOCK, [0.30, 0.32, 0.34]),
+            _row("focal", {**_STOCK, "fl_gamma": 1.5}, [0.20, 0.22, 0.24]),
+            _row("bce_gains", gains, [0.40, 0.42, 0.44]),
+            _row("focal_gains", {**gains, "fl_loss": "focal", "fl_gamma": 1.5, "fl_alpha": 0.25}, [0.30, 0.31, 0.35]),
+            _row("retina_bce", retina, [0.50, 0.52, 0.54]),
+            _row("retina_focal", {**retina, "fl_loss": "focal", "fl_gamma": 2.0, "fl_alpha": 0.25,
+                                  "fl_norm": "positives"}, [0.25, 0.30, 0.35]),
+            _row("varifocal_obj5", {**_STOCK, "obj": 5.0, "fl_loss": "varifocal", "fl_gamma": 2.0}, [0.1, 0.2, 0.3])]
+
+
+def test_matched_bce_is_the_bce_row_with_the_same_gains_and_assigner():
+    rows = _matched_table()
+    assert {k: (v.setting.name if v else None) for k, v in matched_baselines(rows).items()} == {
+        "bce": None, "focal": "bce", "bce_gains": None, "focal_gains": "bce_gains", "retina_bce": None,
+        "retina_focal": "retina_bce",  # not bce_gains: the assigner differs; fl_norm is the loss's
+        "varifocal_obj5": None}  # obj 5 with cls 0.5: no BCE row trained those gains
+    text = summarise(rows)
+    # focal_gains vs bce_gains: means 0.32 vs 0.42, std 0.0265 and 0.02: diff -0.100,
+    # se = sqrt((0.0007 + 0.0004) / 3) = 0.01915, t = -5.22, Welch df = 3.7 -> p = 0.0075, CI +-0.0550
+    assert "| bce_gains | -0.100 | [-0.155, -0.045] | 0.008 |" in text
+    assert "| (is BCE) |" in text.splitlines()[4]  # bce_gains' own row
+    assert "| varifocal_obj5 | 3 | 0.200 ± 0.100 |" in text and text.count("| - |  |  |  |") == 1
+
+
+def test_evidence_files_round_trip_with_the_trained_hyp_and_its_matched_bce(tmp_path):
+    rows = _matched_table()
+    meta = {"dataset": "d", "description": "desc", "epochs": 5, "batch": 16, "img": 320, "seeds": [0, 1, 2]}
+    markdown = write_evidence(tmp_path, meta, rows)
+    data = json.loads((tmp_path / "evidence.json").read_text())
+    assert [s["matched_bce"] for s in data["settings"]] == [None, "bce", None, "bce_gains", None, "retina_bce", None]
+    assert data["settings"][5]["hyp"]["fl_assigner"] == "retina" and data["batch"] == 16
+    meta2, rows2 = load_evidence(tmp_path / "evidence.json")
+    assert meta2 == meta and summarise(rows2) == markdown
+    assert (tmp_path / "evidence.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_matched_figure_points_by_hand_and_a_real_png(tmp_path):
+    assert describe_hyp(_matched_table()[5].hyp) == ("focal 2/0.25 both", "RetinaNet IoU assigner", "obj 5, cls 3")
+    assert describe_hyp({**_STOCK, "fl_loss": "varifocal", "fl_gamma": 2.0, "fl_alpha": 0.75, "fl_apply": "obj"}) == (
+        "varifocal 2/0.75 obj only", "YOLOv5 assigner", "stock gains")
+    points, unmatched = matched_points([({"dataset": "d", "img": 64}, _matched_table())])
+    by_name = {p.setting: p for p in points}
+    assert unmatched == ["d (64 px): varifocal_obj5"]
+    assert {p.setting for p in points if p.panel == "loss"} == {"focal", "focal_gains", "retina_focal"}
+    assert {p.setting for p in points if p.panel == "other"} == {"bce_gains", "retina_bce"}  # vs the stock row
+    assert by_name["retina_bce"].reference == "bce" and round(by_name["retina_bce"].diff, 6) == 0.2
+    assert by_name["focal_gains"].reference == "bce_gains" and round(by_name["focal_gains"].p, 3) == 0.008
+    for name, (meta, rows) in {"t64": ({"dataset": "d", "img": 64}, _matched_table()),
+                               "t320": ({"dataset": "d", "img": 320}, _matched_table()[:4])}.items():
+        write_evidence(tmp_path / name, {**meta, "description": "x", "epochs": 1, "seeds": [0, 1, 2]}, rows)
+    assert figure_main([str(tmp_path / "t64" / "evidence.json"), str(tmp_path / "t320" / "evidence.json"),
+                        "--out", str(tmp_path / "fig")]) == 0
+    md = (tmp_path / "fig" / "matched.md").read_text()
+    assert "| loss vs matched BCE | t320 (320 px) | focal_gains |" in md and "| BCE vs stock BCE | t64 (64 px) | retina_bce |" in md
+    png = tmp_path / "fig" / "matched.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "HypError",
@@ -40,6 +40,8 @@ __all__ = [
     "plugin_keys",
     "check_alpha_classes",
     "PLAIN_BCE",
+    "ASSIGNMENT_DEFAULTS",
+    "matched_bce",
     "bundled_hyp_dir",
     "bundled_hyps",
     "resolve_hyp_path",
@@ -283,6 +285,24 @@ def parse_focal_hyp(
         assigner=assigner,
         present_keys=tuple(k for k in FL_KEYS if k in hyp),
     )
+
+
+def matched_bce(hyp: Mapping[str, Any]) -> Dict[str, Any]:
+    """The hyp of the BCE run that ``hyp`` is compared with like with like (issue #12): every value of
+    ``hyp`` but its loss, so the same gains and the same assigner.
+
+    Every ``fl_*`` key is dropped except an assignment key (:data:`ASSIGNMENT_DEFAULTS`) that asks for
+    another assigner than YOLOv5's, and ``fl_gamma: 0`` is set (YOLOv5 itself requires the key). With
+    YOLOv5's assigner the result has no plugin key, so the plugin keeps YOLOv5's criteria bit for bit.
+    Two settings share a matched BCE exactly when their ``matched_bce`` are equal.
+    """
+    out: Dict[str, Any] = {}
+    for key, value in hyp.items():
+        is_fl = isinstance(key, str) and key.startswith("fl_")
+        if not is_fl or (key in ASSIGNMENT_DEFAULTS and value != ASSIGNMENT_DEFAULTS[key]):
+            out[key] = value
+    out["fl_gamma"] = 0.0
+    return out
 
 
 def plugin_keys(hyp: Mapping[str, Any]) -> List[str]:

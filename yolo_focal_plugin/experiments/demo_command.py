@@ -38,9 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated training seeds on the same generated data, each in --out/seed<n> "
                              f"(default {DEMO_SEEDS}; with --evidence {EVIDENCE_SEEDS})")
     parser.add_argument("--dataset", default="all",
-                        help="with --evidence: longtail64, small96 or all (default); see yolo_focal_plugin.experiments.evidence")
+                        help="with --evidence: one dataset of the README's evidence table (EVIDENCE_DATASETS in "
+                             "yolo_focal_plugin.experiments.evidence) or all (default)")
     parser.add_argument("--settings", default=None,
-                        help="with --evidence: comma-separated setting names (default: all; bce is always included)")
+                        help="with --evidence: comma-separated setting names (default: the dataset's; bce is always "
+                             "included)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -62,6 +64,12 @@ def run_from_args(args: argparse.Namespace) -> int:
             print(f"## {name}: {EVIDENCE_DATASETS[name].description}\n")
             print(run_evidence(Path(args.out) / "evidence" / name, seeds=seeds, epochs=args.epochs, img=args.img,
                                settings=settings, parallel=args.parallel, dataset=name))
+        from .evidence_figure import write_matched
+
+        # every table under --out, those of earlier commands too: the figure is the evidence so far
+        tables = sorted((Path(args.out) / "evidence").glob("*/evidence.json"))
+        print("## Each setting against its matched BCE, every table (matched.png, matched.md)\n")
+        print(write_matched(tables, Path(args.out) / "evidence"))
         return 0
     if args.sweep:
         from ..sweep import run_small_sweep

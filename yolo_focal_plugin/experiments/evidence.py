@@ -3,7 +3,9 @@
 Trains yolov5n from scratch on a generated long-tailed dataset once per (setting, seed), two at a
 time, and tabulates the best-epoch mAP50-95 / mAP50 (the epoch ``best.pt`` comes from) as mean ±
 std over seeds, the difference to stock BCE with Welch's t-test (the sweep report's test), and the
-per-class mAP50-95, since rare classes are what focal loss is meant to help. Every setting is a
+per-class mAP50-95, since rare classes are what focal loss is meant to help. Each setting is also
+tested against its *matched* BCE (issue #12): the setting of the same table that trains BCE with the
+same values except the loss (:func:`yolo_focal_plugin.hyp.matched_bce`: the same gains and assigner). Every setting is a
 plain hyp a user can pass to ``yolov5 train --hyp``; each is written next to its runs.
 
 Two datasets, so that a default is not fitted to one kind of data (``EVIDENCE_DATASETS``): the
@@ -18,14 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import yaml
+
 from .compare import best_index, read_results
-from .demo import DemoSetting, demo_dataset, run_demo_seeds
+from .demo import DemoSetting, demo_dataset, run_demo_seeds, setting_hyp_text
 from .synth import SynthConfig
+from ..hyp import PLAIN_BCE, matched_bce, parse_focal_hyp
 from ..run_results import RESULTS_FILE, read_results_csv
 from ..sweep.stats import mean, std, welch
 
 __all__ = ["EVIDENCE_SETTINGS", "EVIDENCE_DATASETS", "EvidenceDataset", "Row", "select_settings", "run_evidence",
-           "summarise", "plot_evidence"]
+           "summarise", "plot_evidence", "matched_baselines", "load_evidence", "write_evidence"]
 
 # Each setting isolates one candidate cause of the mAP loss, or one candidate fix
 # (README, "Does focal loss help?"). The first is the reference every other row is tested against.
@@ -133,6 +138,12 @@ class Row:
     map50: List[float]
     per_class: Dict[str, List[float]]
     nan_epochs: List[Optional[int]] = field(default_factory=list)
+    hyp: Optional[Dict[str, object]] = None  # the hyp the runs trained with (None: unknown, no matched BCE)
+
+    @property
+    def is_bce(self) -> bool:
+        """Trains plain BCE (no focal modulation, no alpha): it can be another setting's matched BCE."""
+        return self.hyp is not None and parse_focal_hyp(self.hyp).loss == PLAIN_BCE
 
     def nan_note(self) -> str:
         """``""`` or e.g. ``"1 of 3 (from epoch 2)"``: seeds whose training loss became NaN."""
@@ -142,21 +153,44 @@ class Row:
         return f"{len(hits)} of {len(self.nan_epochs)} (from epoch {', '.join(str(e) for e in hits)})"
 
 
+def matched_baselines(rows: Sequence[Row]) -> Dict[str, Optional[Row]]:
+    """setting name -> its matched BCE row in ``rows``: the BCE row (another one) whose
+    :func:`~yolo_focal_plugin.hyp.matched_bce` equals the setting's. None for BCE rows themselves,
+    rows of unknown hyp, and settings whose matched BCE was not trained in this table."""
+    bce = [r for r in rows if r.is_bce]
+    out: Dict[str, Optional[Row]] = {}
+    for row in rows:
+        twin = None
+        if row.hyp is not None and not row.is_bce:
+            key = matched_bce(row.hyp)
+            twin = next((b for b in bce if matched_bce(b.hyp or {}) == key), None)
+        out[row.setting.name] = twin
+    return out
+
+
+def _delta_cells(row: Row, reference: Row) -> List[str]:
+    test = welch(row.map50_95, reference.map50_95)
+    diff = mean(row.map50_95) - mean(reference.map50_95)
+    return [f"{diff:+.3f}", f"[{test.ci_low:+.3f}, {test.ci_high:+.3f}]" if test else "-", f"{test.p:.3f}" if test else "-"]
+
+
 def summarise(rows: Sequence[Row]) -> str:
-    """Markdown: one line per setting (mean ± std over seeds, Δ to the first row with Welch p), then per class."""
+    """Markdown: one line per setting (mean ± std over seeds; Δ with Welch's 95% CI and p to the first
+    row, stock BCE, and to the setting's matched BCE), then per class."""
     base = rows[0]
-    lines = ["| setting | seeds | best mAP50-95 | best mAP50 | Δ mAP50-95 vs BCE | 95% CI | p (Welch) | NaN loss |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    matched = matched_baselines(rows)
+    lines = ["| setting | seeds | best mAP50-95 | best mAP50 | Δ mAP50-95 vs BCE | 95% CI | p (Welch) "
+             "| matched BCE | Δ vs matched BCE | 95% CI | p (Welch) | NaN loss |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
     for row in rows:
         cells = [row.setting.label, str(len(row.map50_95)),
                  f"{mean(row.map50_95):.3f} ± {std(row.map50_95):.3f}", f"{mean(row.map50):.3f} ± {std(row.map50):.3f}"]
-        if row is base:
-            cells += ["(reference)", "", ""]
+        cells += ["(reference)", "", ""] if row is base else _delta_cells(row, base)
+        twin = matched[row.setting.name]
+        if twin is not None:
+            cells += [twin.setting.name] + _delta_cells(row, twin)
         else:
-            test = welch(row.map50_95, base.map50_95)
-            diff = mean(row.map50_95) - mean(base.map50_95)
-            cells += [f"{diff:+.3f}", f"[{test.ci_low:+.3f}, {test.ci_high:+.3f}]" if test else "-",
-                      f"{test.p:.3f}" if test else "-"]
+            cells += ["(is BCE)" if row.is_bce else "-", "", "", ""]
         cells.append(row.nan_note())
         lines.append("| " + " | ".join(cells) + " |")
     classes = list(base.per_class)
@@ -239,15 +273,52 @@ def run_evidence(out_dir: Path, seeds: Sequence[int] = (0, 1, 2), epochs: Option
             for key, values in curves.items():
                 if key.startswith("class:") and key.endswith(":mAP50-95"):
                     row.per_class.setdefault(key.split(":")[1], []).append(values[best])
+    for row in rows:
+        row.hyp = yaml.safe_load(setting_hyp_text(row.setting))
+    meta = {"dataset": dataset, "description": spec.description, "epochs": epochs, "batch": spec.batch,
+            "img": data_cfg.img_size, "seeds": list(seeds)}
+    return write_evidence(out_dir, meta, rows)
+
+
+def write_evidence(out_dir: Path, meta: Dict[str, object], rows: Sequence[Row]) -> str:
+    """Write ``evidence.{md,json,png}`` of one table in ``out_dir``; return the markdown.
+
+    ``meta``: dataset, description, epochs, batch, img, seeds (as :func:`load_evidence` returns it).
+    Each setting's JSON records the hyp it trained with and the name of its matched BCE.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     markdown = summarise(rows)
+    matched = matched_baselines(rows)
     (out_dir / "evidence.md").write_text(markdown)
     (out_dir / "evidence.json").write_text(json.dumps(
-        {"dataset": dataset, "description": spec.description, "epochs": epochs, "batch": spec.batch,
-         "img": data_cfg.img_size,
+        {**{k: v for k, v in meta.items() if k != "seeds"},
          "settings": [{"setting": r.setting.name, "label": r.setting.label, "hyp_overrides": r.setting.hyp_overrides,
-                       "base_hyp": r.setting.base_hyp, "seeds": list(seeds), "map50_95": r.map50_95, "map50": r.map50,
-                       "per_class_map50_95": r.per_class, "first_nan_epoch": r.nan_epochs} for r in rows]}, indent=2))
+                       "base_hyp": r.setting.base_hyp, "seeds": list(meta["seeds"]), "map50_95": r.map50_95,
+                       "map50": r.map50, "per_class_map50_95": r.per_class, "first_nan_epoch": r.nan_epochs,
+                       "hyp": r.hyp, "matched_bce": matched[r.setting.name].setting.name
+                       if matched[r.setting.name] is not None else None} for r in rows]}, indent=2))
+    batch = f", batch {meta['batch']}" if meta.get("batch") else ""
     plot_evidence(rows, out_dir / "evidence.png",
-                  title=f"{dataset}: {spec.description}; yolov5n from scratch, {epochs} epochs, batch {spec.batch}, "
-                        f"seeds {list(seeds)}")
+                  title=f"{meta['dataset']}: {meta['description']}; yolov5n from scratch, {meta['epochs']} epochs{batch}, "
+                        f"seeds {list(meta['seeds'])}")
     return markdown
+
+
+def load_evidence(path: Path) -> Tuple[Dict[str, object], List[Row]]:
+    """``evidence.json`` -> (meta, rows), the inverse of :func:`write_evidence`.
+
+    Files written before the trained hyp was recorded get it rebuilt from the setting's base hyp and
+    overrides as the bundled hyps are now (their non-fl values have not changed since).
+    """
+    data = json.loads(Path(path).read_text())
+    rows: List[Row] = []
+    for item in data["settings"]:
+        setting = DemoSetting(item["setting"], item["label"], dict(item.get("hyp_overrides") or {}), item.get("base_hyp"))
+        hyp = item.get("hyp") or yaml.safe_load(setting_hyp_text(setting))
+        rows.append(Row(setting, list(item["map50_95"]), list(item["map50"]),
+                        {k: list(v) for k, v in (item.get("per_class_map50_95") or {}).items()},
+                        list(item.get("first_nan_epoch") or []), hyp))
+    meta = {k: v for k, v in data.items() if k != "settings"}
+    meta["seeds"] = data["settings"][0]["seeds"] if data["settings"] else []
+    return meta, rows

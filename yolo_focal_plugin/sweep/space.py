@@ -33,7 +33,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ..hyp import ASSIGNMENT_DEFAULTS
+from ..hyp import ASSIGNMENT_DEFAULTS, matched_bce
 
 # The option syntax lives in ._options (#13); its names stay importable from here.
 from ._options import (  # noqa: F401
@@ -95,12 +95,9 @@ def is_loss_key(key: Any) -> bool:
     return is_fl_key(key) and key not in ASSIGNMENT_DEFAULTS
 
 
-def _reference_hyp(hyp: Mapping[str, Any], keep_assignment: bool) -> Dict[str, Any]:
-    """``hyp`` as BCE: no ``fl_*`` key but ``fl_gamma: 0`` (YOLOv5 itself requires fl_gamma) and, with
-    ``keep_assignment``, an assignment key that asks for another assigner than YOLOv5's. A hyp
-    with YOLOv5's assignment so has no plugin key, and the plugin keeps YOLOv5's criteria bit for bit."""
-    out = {k: v for k, v in hyp.items()
-           if not is_fl_key(k) or (keep_assignment and k in ASSIGNMENT_DEFAULTS and v != ASSIGNMENT_DEFAULTS[k])}
+def _stock_reference_hyp(hyp: Mapping[str, Any]) -> Dict[str, Any]:
+    """``hyp`` as stock YOLOv5 BCE: no ``fl_*`` key but ``fl_gamma: 0`` (YOLOv5 itself requires it)."""
+    out = {k: v for k, v in hyp.items() if not is_fl_key(k)}
     out["fl_gamma"] = 0.0
     return out
 
@@ -187,9 +184,9 @@ class Unit(References):
         if self.is_stock:
             if stock is None:
                 raise ValueError("the stock unit's hyp needs YOLOv5's stock hyp (the plan's stock_hyp)")
-            return _reference_hyp(stock, keep_assignment=False)
+            return _stock_reference_hyp(stock)
         if self.is_baseline:
-            hyp = _reference_hyp(base, keep_assignment=True)
+            hyp = matched_bce(base)
             hyp.update(self.extras)
             return hyp
         hyp = {k: v for k, v in base.items()}
