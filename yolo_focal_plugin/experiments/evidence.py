@@ -56,6 +56,10 @@ EVIDENCE_SETTINGS = (
                 base_hyp="hyp.focal.yaml"),
     DemoSetting("varifocal_gains", "varifocal on objectness, obj 5.0, cls 3.0: bce_gains's varifocal twin",
                 {"obj": 5.0, "cls": 3.0}, base_hyp="hyp.varifocal.yaml"),
+    DemoSetting("qfocal_both", "quality focal 1.5 on both branches, YOLOv5's gains (hyp.qfocal.yaml)", {},
+                base_hyp="hyp.qfocal.yaml"),
+    DemoSetting("retina_bce", "BCE, RetinaNet IoU assigner, YOLOv5's gains (hyp.retina.yaml)", {},
+                base_hyp="hyp.retina.yaml"),
     DemoSetting("retina_focal_gains", "focal 1.5 / 0.25 both branches, RetinaNet assigner, obj 5.0, cls 3.0: "
                 "retina_bce_gains's focal twin", {"fl_loss": "focal", "fl_gamma": 1.5, "fl_alpha": 0.25, "obj": 5.0,
                                                    "cls": 3.0}, base_hyp="hyp.retina.yaml"),
@@ -97,7 +101,8 @@ EVIDENCE_DATASETS: Dict[str, EvidenceDataset] = {
         EvidenceDataset("unseen64", "unseen: 64 px, 6 classes, rarest 40x rarer, objects 8-20 px, 2-6 per image",
                         SynthConfig(n_train=384, n_val=128, img_size=64, nc=6, imbalance=40.0, min_objects=2,
                                     max_objects=6, min_size=8, max_size=20, seed=300), 50,
-                        settings=("focal_obj", "varifocal_obj", "focal_scaled", "bce_gains", "retina_bce_gains")),
+                        settings=("focal_obj", "varifocal_obj", "qfocal_both", "focal_scaled", "bce_gains", "retina_bce",
+                                  "retina_bce_gains")),
     )
 }
 
