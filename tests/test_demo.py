@@ -250,6 +250,10 @@ def test_demo_command_seeds_default_and_compatibility(tmp_path, monkeypatch):
     assert single[0]["seed"] == 1 and (tmp_path / "one" / "compare.md").is_file()
     with pytest.raises(ValueError, match="not both"):
         demo_command.run_from_args(parser.parse_args(["--seed", "1", "--seeds", "0,1"]))
+    for flags in (["--seed", "1"], ["--batch", "8"], ["--sweep"]):  # silently ignored before; refused before training
+        with pytest.raises(ValueError, match=f"{flags[0]} cannot be combined with --evidence"):
+            demo_command.run_from_args(parser.parse_args(["--evidence", "--out", str(tmp_path / "ev"), *flags]))
+    assert not (tmp_path / "ev").exists()
     with pytest.raises(ValueError, match="twice"):
         demo_command.parse_seeds("0,0")
     with pytest.raises(ValueError, match="integers"):

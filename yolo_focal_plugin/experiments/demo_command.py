@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default 30 (with --evidence: the dataset's, 60 or 50)")
     parser.add_argument("--img", type=int, default=None,
                         help="image size, multiple of 32 (default 64; with --evidence: the dataset's)")
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=None, help="default 32 (with --evidence: the dataset's)")
     parser.add_argument("--seed", type=int, default=None,
                         help="one training seed only, in --out itself (the layout before --seeds; its data is generated "
                              "with this seed too); default: --seeds")
@@ -53,6 +53,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.evidence:
         from .evidence import EVIDENCE_DATASETS, run_evidence, select_settings
 
+        ignored = [flag for flag, value in (("--seed", args.seed), ("--batch", args.batch), ("--sweep", args.sweep or None))
+                   if value is not None]
+        if ignored:  # said before hours of training, not discovered in the tables afterwards
+            raise ValueError(f"{', '.join(ignored)} cannot be combined with --evidence (seeds: --seeds; batch: each "
+                             "dataset's own, in the README's evidence table)")
         seeds = parse_seeds(args.seeds or EVIDENCE_SEEDS)
         datasets = list(EVIDENCE_DATASETS) if args.dataset == "all" else [args.dataset]
         unknown = [d for d in datasets if d not in EVIDENCE_DATASETS]
@@ -77,18 +82,18 @@ def run_from_args(args: argparse.Namespace) -> int:
         result = run_small_sweep(Path(args.out) / "sweep")
         print(result.markdown)
         return 0
-    epochs, img = args.epochs or 30, args.img or 64
+    epochs, img, batch = args.epochs or 30, args.img or 64, args.batch or 32
     if args.seed is not None:
         if args.seeds is not None:
             raise ValueError("give --seed N (one seed) or --seeds A,B (several), not both")
         # one seed, exactly as before --seeds existed: runs and compare files in --out itself
-        run_dirs = run_demo(args.out, epochs=epochs, img=img, batch=args.batch, seed=args.seed, parallel=args.parallel)
+        run_dirs = run_demo(args.out, epochs=epochs, img=img, batch=batch, seed=args.seed, parallel=args.parallel)
         result = run_compare(run_dirs, Path(args.out), names=[s.label for s in DEFAULT_SETTINGS])
         print(Path(result["files"]["md"]).read_text())
         print(seeds_table(DEFAULT_SETTINGS, {args.seed: [r["best"] for r in result["runs"]]}, epochs=epochs))
         print("wrote " + ", ".join(result["files"].values()))
         return 0
-    markdown = run_seeds_demo(Path(args.out), parse_seeds(args.seeds or DEMO_SEEDS), epochs, img, args.batch,
+    markdown = run_seeds_demo(Path(args.out), parse_seeds(args.seeds or DEMO_SEEDS), epochs, img, batch,
                               args.parallel)
     print(markdown)
     return 0
