@@ -278,8 +278,9 @@ def run_evidence(out_dir: Path, seeds: Sequence[int] = (0, 1, 2), epochs: Option
             for key, values in curves.items():
                 if key.startswith("class:") and key.endswith(":mAP50-95"):
                     row.per_class.setdefault(key.split(":")[1], []).append(values[best])
-    for row in rows:
-        row.hyp = yaml.safe_load(setting_hyp_text(row.setting))
+    for row, run_dir in zip(rows, all_run_dirs[seeds[0]]):
+        # the hyp file written beside the runs is what they trained with (a bundled hyp may change later)
+        row.hyp = yaml.safe_load((run_dir.parent.parent / f"hyp.{row.setting.name}.yaml").read_text())
     meta = {"dataset": dataset, "description": spec.description, "epochs": epochs, "batch": spec.batch,
             "img": data_cfg.img_size, "seeds": list(seeds)}
     return write_evidence(out_dir, meta, rows)
