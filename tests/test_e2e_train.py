@@ -44,7 +44,7 @@ def test_yolo_focal_train_then_yolov5_val_on_best_pt(tiny_data, tmp_path, clean_
     assert_finished(run_dir)
     record = setup_record(run_dir)
     assert record["stock"] is False
-    assert "cls: BCEWithLogitsLoss" in record["criteria"] and "obj: FocalLoss" in record["criteria"]
+    assert "cls: FocalLoss" in record["criteria"] and "obj: FocalLoss" in record["criteria"]  # hyp.focal.yaml: both
     assert any("Arial.ttf" in s for s in record["shims"]), record["shims"]  # fresh config dir: font was seeded
     assert "yolo-focal-plugin: fl_loss=focal" in proc.stdout + proc.stderr  # the run log says what it did
     assert (run_dir / "train_batch0.jpg").is_file()  # Pillow getsize shim: batch images are drawn

@@ -98,6 +98,16 @@ def test_bundled_hyps_resolve_by_bare_name_and_validate():
             assert key in hyp
 
 
+def test_hyp_focal_is_the_measured_best_focal_setting_and_focal_scaled_its_old_name():
+    """hyp.focal.yaml, the hyp users are told to pass, carries the best focal setting of the evidence
+    (issue #12): focal on both branches with the loss scale restored. hyp.focal-scaled.yaml, that
+    setting's earlier name, must keep exactly the same values (existing commands name it)."""
+    focal, scaled = (yaml.safe_load(resolve_hyp_path(n).read_text()) for n in ("hyp.focal.yaml", "hyp.focal-scaled.yaml"))
+    assert focal == scaled
+    assert (focal["fl_loss"], focal["fl_gamma"], focal["fl_alpha"], focal["fl_apply"]) == ("focal", 1.5, 0.25, "both")
+    assert (focal["obj"], focal["cls"]) == (5.0, 3.0)
+
+
 def test_paths_are_not_treated_as_bundled_names():
     assert resolve_hyp_path("some/dir/hyp.focal.yaml") is None
     assert resolve_hyp_path("hyp.nonexistent.yaml") is None

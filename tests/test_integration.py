@@ -147,7 +147,7 @@ def test_focal_hyp_wraps_the_branches_it_names():
     from yolo_focal_plugin.losses import FocalLoss, QFocalLoss, VFLoss
 
     for name, cls_type, obj_type in (
-        ("hyp.focal.yaml", torch.nn.BCEWithLogitsLoss, FocalLoss),
+        ("hyp.focal.yaml", FocalLoss, FocalLoss),
         ("hyp.focal-scaled.yaml", FocalLoss, FocalLoss),
         ("hyp.qfocal.yaml", QFocalLoss, QFocalLoss),
         ("hyp.varifocal.yaml", torch.nn.BCEWithLogitsLoss, VFLoss),

@@ -415,7 +415,7 @@ def test_patched_copy_gives_the_monkey_patched_losses_and_stock_losses(patched_p
     # the fl_* cases really changed the loss (the comparison above is not stock vs stock)
     criteria = {name: tuple(patched["losses"][name]["criteria"]) for name in every_case}
     assert criteria["stock"] == ("BCEWithLogitsLoss", "BCEWithLogitsLoss")
-    assert criteria["focal"] == ("BCEWithLogitsLoss", "FocalLoss")  # hyp.focal.yaml: objectness only
+    assert criteria["focal"] == ("FocalLoss", "FocalLoss")  # hyp.focal.yaml: both branches
     assert criteria["varifocal"] == ("BCEWithLogitsLoss", "VFLoss") and criteria["qfocal"] == ("QFocalLoss", "QFocalLoss")
     assert criteria["qfocal_segment"] == ("QFocalLoss", "QFocalLoss")
     for name in ("focal", "varifocal", "qfocal", "retina", "bce_positives"):

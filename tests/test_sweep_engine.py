@@ -73,7 +73,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTrainer:
 
 
 def config(data: Path, tmp_path: Path, **kw: Any) -> SweepConfig:
-    base = dict(data=str(data), cfg="yolov5n.yaml", hyp="hyp.focal.yaml", losses="focal", gamma="0,1", alpha="0.25,0.5",
+    base = dict(data=str(data), cfg="yolov5n.yaml", hyp="hyp.varifocal.yaml", losses="focal", gamma="0,1", alpha="0.25,0.5",
                 seeds=2, epochs=1, img=64, batch_size=8, project=str(tmp_path / "runs"), study="t", progress=False,
                 heartbeat=1, print_fn=lambda s: None)
     base.update(kw)
@@ -479,7 +479,7 @@ def test_a_study_made_before_matched_baselines_is_refused_with_the_reason(data_y
 
 
 def test_an_old_study_resumes_unchanged_where_the_new_rule_adds_nothing(data_yaml: Path, tmp_path: Path, fake: FakeTrainer) -> None:
-    # hyp.focal.yaml has stock YOLOv5's gains and there is no non-fl --set: same units as before #12
+    # hyp.varifocal.yaml has stock YOLOv5's gains and assigner, and no non-loss --set: same units as before #12
     cfg = config(data_yaml, tmp_path, gamma="1", alpha="0.25", seeds=1, sets=["fl_apply=obj,both"])
     run_sweep(cfg)
     plan = load(cfg).user_attrs[PLAN_ATTR]

@@ -26,7 +26,7 @@ def test_two_workers_finish_a_grid_on_postgresql_without_running_a_trial_twice(
     postgres_url: str, tiny_data: Path, tmp_path: Path  # noqa: F811
 ) -> None:
     def command(worker: str) -> list:
-        return [str(BIN / "yolo-focal"), "sweep", "--data", str(tiny_data), "--hyp", "hyp.focal.yaml",
+        return [str(BIN / "yolo-focal"), "sweep", "--data", str(tiny_data), "--hyp", "hyp.varifocal.yaml",
                 "--gamma", "0.5,1", "--alpha", "0.25", "--seeds", "1", "--epochs", "1", "--img", "64",
                 "--batch-size", "8", "--workers", "0", "--device", "cpu", "--threads", "1",
                 "--project", str(tmp_path / worker), "--study", "shared", "--storage", postgres_url,

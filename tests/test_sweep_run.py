@@ -29,7 +29,7 @@ BIN = Path(sys.executable).parent
 
 
 def tiny_config(data: Path, project: Path, **kw) -> SweepConfig:
-    base = dict(data=str(data), cfg="yolov5n.yaml", hyp="hyp.focal.yaml", losses="focal", gamma="0.5,1", alpha="0.25",
+    base = dict(data=str(data), cfg="yolov5n.yaml", hyp="hyp.varifocal.yaml", losses="focal", gamma="0.5,1", alpha="0.25",
                 seeds=1, epochs=1, img=64, batch_size=8, workers=0, device="cpu", project=str(project), study="iso",
                 progress=False, train_args=TINY_TRAIN)
     base.update(kw)
@@ -96,7 +96,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 def test_a_sigkilled_sweep_resumes_with_the_same_command(tiny_data: Path, tmp_path: Path) -> None:
     project = tmp_path / "runs"
-    cmd = [str(BIN / "yolo-focal"), "sweep", "--data", str(tiny_data), "--hyp", "hyp.focal.yaml", "--gamma", "1",
+    cmd = [str(BIN / "yolo-focal"), "sweep", "--data", str(tiny_data), "--hyp", "hyp.varifocal.yaml", "--gamma", "1",
            "--alpha", "0.25", "--seeds", "1", "--epochs", "1", "--img", "64", "--batch-size", "8", "--workers", "0",
            "--device", "cpu", "--project", str(project), "--study", "killed", "--no-progress", "--no-report", *TINY_TRAIN]
     url = f"sqlite:///{project / 'killed.db'}"
