@@ -60,10 +60,9 @@ def describe_hyp(hyp: Mapping[str, object]) -> Tuple[str, str, str]:
     if parsed.loss == PLAIN_BCE:
         loss = "BCE"
     else:
-        alpha = parsed.alpha if isinstance(parsed.alpha, (int, float)) else "per-class"
+        alpha = format(parsed.alpha, "g") if isinstance(parsed.alpha, (int, float)) else "per-class"
         where = {"both": "both", "obj": "obj only", "cls": "cls only"}[parsed.apply]
-        loss = f"{parsed.loss} {parsed.gamma:g}/{alpha:g} {where}" if isinstance(alpha, float) else \
-            f"{parsed.loss} {parsed.gamma:g}/{alpha} {where}"
+        loss = f"{parsed.loss} {parsed.gamma:g}/{alpha} {where}"
     assigner = "YOLOv5 assigner" if parsed.assigner == "yolov5" else "RetinaNet IoU assigner"
     gains = {k: float(hyp.get(k, v)) for k, v in _STOCK_GAINS.items()}  # type: ignore[arg-type]
     gains_text = "stock gains" if gains == _STOCK_GAINS else ", ".join(f"{k} {v:g}" for k, v in gains.items())
