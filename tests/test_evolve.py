@@ -118,7 +118,7 @@ def test_yolov5_evolve_mutates_fl_keys_and_keeps_string_keys(tiny_data: Path, tm
     assert table.iloc[0]["fl_alpha"] == 0.25 and table.iloc[0]["fl_gamma"] == 1.5  # generation 1 = the hyp
     assert (table.iloc[1, 7:] != table.iloc[0, 7:]).any()  # generation 2 is a mutation
     best = yaml.safe_load((run / "hyp_evolve.yaml").read_text())
-    assert best["fl_loss"] == "focal" and best["fl_apply"] == "obj" and "fl_alpha" in best  # a complete --hyp
+    assert best["fl_loss"] == "focal" and best["fl_apply"] == "both" and "fl_alpha" in best  # a complete --hyp
     assert (run / "evolve.png").is_file()  # yolov5's 6x5 plot would raise past 30 keys
     # every generation trained with the held keys: the run log shows the focal criteria twice
     assert out.count("fl_loss=focal fl_gamma=") >= 2

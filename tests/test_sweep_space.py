@@ -173,7 +173,8 @@ def test_pass_through_flags_are_checked_by_yolov5(tmp_path: Path, data_yaml: Pat
 
     assert main(sweep(tmp_path, data_yaml, "--gamma", "1", "--alpha", "0.5", "--dry-run", "--rect", "--cache", "ram")) == 0
     out = capsys.readouterr().out
-    assert "OK: 2 units" in out and "focal|g=1|a=0.5|s=0" in out
+    # the default base hyp, hyp.focal.yaml, has raised gains: its matched baseline and stock YOLOv5 are both planned
+    assert "OK: 3 units" in out and "focal|g=1|a=0.5|s=0" in out and "baseline|s=0" in out and "stock|s=0" in out
     assert main(sweep(tmp_path, data_yaml, "--dry-run", "--no-such-yolov5-flag")) == 2
     assert "unrecognized arguments: --no-such-yolov5-flag" in capsys.readouterr().err
 
