@@ -341,6 +341,8 @@ def test_matched_figure_points_by_hand_and_a_real_png(tmp_path):
     assert describe_hyp(_matched_table()[5].hyp) == ("focal 2/0.25 both", "RetinaNet IoU assigner", "obj 5, cls 3")
     assert describe_hyp({**_STOCK, "fl_loss": "varifocal", "fl_gamma": 2.0, "fl_alpha": 0.75, "fl_apply": "obj"}) == (
         "varifocal 2/0.75 obj only", "YOLOv5 assigner", "stock gains")
+    assert describe_hyp({**_STOCK, "fl_loss": "qfocal", "fl_gamma": 1.5, "fl_alpha": -1})[0] == "qfocal 1.5/no alpha both"
+    assert describe_hyp({**_STOCK, "fl_gamma": 2.0, "fl_alpha": [0.2, 0.8]})[0] == "focal 2/per-class both"
     points, unmatched = matched_points([({"dataset": "d", "img": 64}, _matched_table())])
     by_name = {p.setting: p for p in points}
     assert unmatched == ["d (64 px): varifocal_obj5"]

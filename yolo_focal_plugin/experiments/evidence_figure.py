@@ -60,7 +60,10 @@ def describe_hyp(hyp: Mapping[str, object]) -> Tuple[str, str, str]:
     if parsed.loss == PLAIN_BCE:
         loss = "BCE"
     else:
-        alpha = format(parsed.alpha, "g") if isinstance(parsed.alpha, (int, float)) else "per-class"
+        if parsed.alpha is None:  # fl_alpha: -1, no weighting
+            alpha = "no alpha"
+        else:
+            alpha = format(parsed.alpha, "g") if isinstance(parsed.alpha, (int, float)) else "per-class"
         where = {"both": "both", "obj": "obj only", "cls": "cls only"}[parsed.apply]
         loss = f"{parsed.loss} {parsed.gamma:g}/{alpha} {where}"
     assigner = "YOLOv5 assigner" if parsed.assigner == "yolov5" else "RetinaNet IoU assigner"
