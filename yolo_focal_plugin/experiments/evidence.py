@@ -163,13 +163,13 @@ def matched_baselines(rows: Sequence[Row]) -> Dict[str, Optional[Row]]:
     """setting name -> its matched BCE row in ``rows``: the BCE row (another one) whose
     :func:`~yolo_focal_plugin.hyp.matched_bce` equals the setting's. None for BCE rows themselves,
     rows of unknown hyp, and settings whose matched BCE was not trained in this table."""
-    bce = [r for r in rows if r.is_bce]
+    bce = [(b, matched_bce(b.hyp or {})) for b in rows if b.is_bce]
     out: Dict[str, Optional[Row]] = {}
     for row in rows:
         twin = None
         if row.hyp is not None and not row.is_bce:
             key = matched_bce(row.hyp)
-            twin = next((b for b in bce if matched_bce(b.hyp or {}) == key), None)
+            twin = next((b for b, b_key in bce if b_key == key), None)
         out[row.setting.name] = twin
     return out
 

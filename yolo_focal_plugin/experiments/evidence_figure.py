@@ -176,7 +176,7 @@ def write_matched(evidence_files: Sequence[Path], out_dir: Path) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = matched_markdown(points, unmatched)
     (out_dir / "matched.md").write_text(markdown)
-    seeds = sorted({n for p in points for n in [p.seeds]})
+    seeds = sorted({p.seeds for p in points})
     plot_matched(points, out_dir / "matched.png",
                  title=f"yolov5n from scratch on generated data, {'/'.join(map(str, seeds))} seeds per point; "
                        "right of the dashed line = better")
